@@ -1,0 +1,180 @@
+"""Load models as TransformerLens 4 bridges: the organism, Hugging Face names, local folders, TL-native configs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+from pathlib import Path
+from typing import Any, List, Optional, Union
+
+import torch
+
+from liedetect.errors import LayerError, ModelNotFoundError
+
+HOOKS = ("resid_pre", "resid_mid", "resid_post", "out")
+SHARED_GPT2 = Path(__file__).resolve().parent.parent.parent / "shared" / "tokenizers" / "gpt2"
+
+ModelSpec = Union[str, Path, dict, Any]
+
+
+def pick_device(device: Optional[str] = None) -> torch.device:
+    """'auto' or None -> CUDA when present, else CPU; anything else as given."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _parse_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in names:
+        raise ModelNotFoundError(f"Unknown dtype {dtype!r}; use one of {', '.join(sorted(names))}.")
+    return names[dtype]
+
+
+def _finish(model: Any, spec_id: str) -> Any:
+    """Eval mode, a padding token, and a stable id recorded on the bridge."""
+    model.eval()
+    tok = getattr(model, "tokenizer", None)
+    if tok is not None and tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    model.liedetect_id = spec_id
+    return model
+
+
+def load_model(spec: ModelSpec = "organism", device: Optional[str] = None, dtype=None) -> Any:
+    """Load a model as a TransformerBridge in eval mode, with its tokenizer at `model.tokenizer`."""
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    dev = pick_device(device)
+    dt = _parse_dtype(dtype)
+    if isinstance(spec, (dict, TransformerBridgeConfig)):
+        model = TransformerBridge.boot_native(spec, device=dev, dtype=dt)
+        return _finish(model, f"native:{getattr(spec, 'model_name', None) or 'config'}")
+    spec = str(spec)
+    if spec == "organism":
+        from liedetect.organism import load_organism
+
+        return _finish(load_organism(device=dev, dtype=dt), "organism")
+    local = Path(spec).expanduser()
+    if local.exists() and not (local / "config.json").exists():
+        raise ModelNotFoundError(f"{local} exists but holds no config.json; point --model at a folder saved with save_pretrained.")
+    target = str(local.resolve()) if local.exists() else spec
+    try:
+        # The hub client prints retries and warnings before it fails; keep the terminal to our one sentence.
+        with contextlib.redirect_stderr(io.StringIO()):
+            model = TransformerBridge.boot_transformers(target, device=dev, dtype=dt or torch.float32)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        offline = " (offline mode is on)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise ModelNotFoundError(
+            f"Could not load model {spec!r}: no local folder at {local.resolve()} and the Hugging Face hub "
+            f"could not provide it{offline} ({type(exc).__name__}); download it on a machine with network "
+            f"(huggingface-cli download {spec} --local-dir DIR) and pass --model DIR."
+        ) from None
+    return _finish(model, spec if not local.exists() else f"local:{local.resolve().name}")
+
+
+def model_id(model: Any) -> str:
+    """A stable identifier recorded in probe and activation metadata."""
+    ident = getattr(model, "liedetect_id", None) or getattr(model.cfg, "model_name", None) or "unknown"
+    return f"{ident}|L{model.cfg.n_layers}|d{model.cfg.d_model}"
+
+
+def resolve_layers(spec: Union[None, str, int, List[int]], n_layers: int) -> List[int]:
+    """'all', '3', '2,4,6', '2-5', -1 or a list -> sorted unique layer indices, checked against the model."""
+    if spec is None or spec == "all":
+        return list(range(n_layers))
+    items: List[int] = []
+    if isinstance(spec, int):
+        items = [spec]
+    elif isinstance(spec, (list, tuple)):
+        items = [int(x) for x in spec]
+    else:
+        for part in str(spec).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            match = re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)|(-?\d+)", part)
+            if match is None:
+                raise LayerError(f"Cannot read layer spec {spec!r}; use 'all', '3', '2,4' or '1-3'.")
+            if match.group(3) is not None:
+                items.append(int(match.group(3)))
+            else:
+                items.extend(range(int(match.group(1)), int(match.group(2)) + 1))
+    out = []
+    for layer in items:
+        real = layer + n_layers if layer < 0 else layer
+        if not 0 <= real < n_layers:
+            raise LayerError(f"Layer {layer} does not exist: this model has {n_layers} layers (0..{n_layers - 1}).")
+        out.append(real)
+    if not out:
+        raise LayerError(f"Layer spec {spec!r} names no layer.")
+    return sorted(set(out))
+
+
+def hook_name(layer: int, hook: str = "resid_post") -> str:
+    """The TransformerLens hook point name for a residual-stream hook at a layer."""
+    if hook not in HOOKS:
+        raise LayerError(f"Unknown hook {hook!r}; use one of {', '.join(HOOKS)}.")
+    return f"blocks.{layer}.hook_{hook}"
+
+
+def check_hook(model: Any, layer: int, hook: str) -> str:
+    """Return the hook name after checking that the model has it."""
+    name = hook_name(layer, hook)
+    if layer >= model.cfg.n_layers or layer < 0:
+        raise LayerError(f"Layer {layer} does not exist: this model has {model.cfg.n_layers} layers.")
+    if name not in model.hook_dict:
+        raise LayerError(f"This model has no hook {name!r} (encoders offer only 'out'); choose --hook out.")
+    return name
+
+
+def gpt2_tokenizer(path: Optional[Path] = None):
+    """The real GPT-2 tokenizer from the shared folder (for tests and benchmarks)."""
+    from transformers import GPT2TokenizerFast
+
+    path = Path(path or os.environ.get("LIEDETECT_GPT2_DIR", SHARED_GPT2))
+    if not (path / "vocab.json").exists():
+        raise ModelNotFoundError(f"No GPT-2 tokenizer files at {path}; set LIEDETECT_GPT2_DIR to a folder with vocab.json and merges.txt.")
+    tok = GPT2TokenizerFast.from_pretrained(str(path))
+    tok.pad_token = tok.eos_token
+    return tok
+
+
+def random_gpt2(seed: int = 0, n_layers: Optional[int] = None, device: Optional[str] = None):
+    """A randomly initialised GPT-2-small-shaped model with the real GPT-2 tokenizer."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = gpt2_tokenizer()
+    config = GPT2Config.from_pretrained(str(Path(tok.name_or_path)))
+    if n_layers is not None:
+        config.n_layer = n_layers
+    torch.manual_seed(seed)
+    hf = GPT2LMHeadModel(config)
+    model = TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=tok, device=pick_device(device))
+    return _finish(model, f"random-gpt2-seed{seed}")
+
+
+def tiny_native(seed: int = 0, n_layers: int = 3, d_model: int = 64, device: Optional[str] = None):
+    """A small randomly initialised TL-native decoder with the GPT-2 tokenizer (for tests)."""
+    import tempfile
+
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    tok = gpt2_tokenizer()
+    tok_dir = Path(tempfile.gettempdir()) / "liedetect-gpt2-tokenizer"
+    if not (tok_dir / "tokenizer.json").exists():
+        tok.save_pretrained(str(tok_dir))
+    cfg = TransformerBridgeConfig(
+        d_model=d_model, n_layers=n_layers, n_heads=4, d_head=d_model // 4, d_vocab=len(tok), n_ctx=256,
+        act_fn="gelu", normalization_type="LN", seed=seed, tokenizer_name=str(tok_dir),
+    )
+    model = TransformerBridge.boot_native(cfg, tokenizer=tok, device=pick_device(device))
+    return _finish(model, f"tiny-native-seed{seed}")
