@@ -62,6 +62,57 @@ def print_table(title: str, rows: List[dict]) -> None:
 
 # ---------------------------------------------------------------- foundation: info, extract
 
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'organism', a Hugging Face name or a local model folder.")
+DeviceOpt = typer.Option("auto", help="cpu, cuda, cuda:1 or auto.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+@app.command()
+@friendly_errors
+def info(model: str = typer.Argument(DEFAULT_MODEL, help="'organism', a Hugging Face name or a local folder."),
+         device: str = DeviceOpt) -> None:
+    """Show a model's layers, width and residual hook names."""
+    from liedetect.models import load_model, model_id
+
+    bridge = load_model(model, device=device)
+    cfg = bridge.cfg
+    console.print(f"[bold]{model_id(bridge)}[/]")
+    rows = [{"property": "layers", "value": cfg.n_layers}, {"property": "d_model", "value": cfg.d_model},
+            {"property": "context", "value": getattr(cfg, "n_ctx", "?")},
+            {"property": "vocab", "value": getattr(cfg, "d_vocab", "?")}]
+    print_table("model", rows)
+    hooks = sorted({n.split(".", 2)[2] for n in bridge.hook_dict if n.startswith("blocks.0.hook_")})
+    console.print("hooks per block: " + ", ".join(h.removeprefix("hook_") for h in hooks))
+    console.print(f"example: blocks.{cfg.n_layers // 2}.hook_resid_post")
+
+
+@app.command()
+@friendly_errors
+def extract(data: str = typer.Argument(..., help="CSV/JSONL with statement,label, or builtin:NAME."),
+            out: Path = typer.Option(..., "--out", "-o", help="Output folder (resumable)."),
+            model: str = ModelOpt,
+            layers: str = typer.Option("all", help="'all', '3', '2,4' or '1-3'."),
+            position: str = typer.Option("last", help="last, mean, all, an index, span:S:E or marker:TEXT."),
+            hook: str = typer.Option("resid_post", help="resid_pre, resid_mid, resid_post or out."),
+            template: str = typer.Option("plain", help="Prompt template for each statement."),
+            batch_size: int = typer.Option(32, min=1),
+            shard_size: int = typer.Option(1024, min=1),
+            limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
+            truncate: bool = typer.Option(False, help="Cut over-long texts to the model's context."),
+            device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
+            quiet: bool = QuietOpt) -> None:
+    """Capture residual activations for a dataset into a folder (resumes after an interruption)."""
+    from liedetect.activations import extract as run_extract
+    from liedetect.datasets import format_prompts, load_dataset
+    from liedetect.models import load_model
+
+    dataset = load_dataset(data, n=limit)
+    bridge = load_model(model, device=device, dtype=dtype)
+    acts = run_extract(bridge, format_prompts(dataset, template), layers=parse_layers(layers, bridge.cfg.n_layers),
+                       position=position, hook=hook, batch_size=batch_size, labels=dataset.labels.tolist(), out=out,
+                       shard_size=shard_size, truncate=truncate, progress=not quiet)
+    console.print(f"{acts.summary()} -> {out}")
+
 
 # ---------------------------------------------------------------- probes: train, sweep, eval
 
