@@ -1,0 +1,54 @@
+"""The CLI turns bad input into one clear sentence and exit code 2, and keeps finished work."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_info_on_a_local_encoder(minilm_path):
+    code, out = run("info", minilm_path)
+    assert code == 0 and "384" in out and "resid_post" in out
+
+
+def test_missing_model_is_one_sentence(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out = run("info", "no-such-org/no-such-model")
+    assert code == 2
+    assert "Could not load model 'no-such-org/no-such-model'" in out and "--model DIR" in out
+    assert "Traceback" not in out
+
+
+def test_extract_bad_inputs(tmp_path, minilm_path):
+    (tmp_path / "d.csv").write_text("statement,label\nParis is in France.,1\nParis is in Japan.,0\n")
+    (tmp_path / "empty.csv").write_text("statement,label\n")
+    cases = [
+        (["extract", tmp_path / "d.csv", "--model", minilm_path, "--out", tmp_path / "o1", "--layers", "12"], "does not exist"),
+        (["extract", tmp_path / "empty.csv", "--model", minilm_path, "--out", tmp_path / "o2"], "no usable"),
+        (["extract", tmp_path / "nope.csv", "--model", minilm_path, "--out", tmp_path / "o3"], "No such dataset file"),
+        (["extract", tmp_path / "d.csv", "--model", tmp_path, "--out", tmp_path / "o4"], "no config.json"),
+    ]
+    for args, expected in cases:
+        code, out = run(*args, "--quiet")
+        assert code == 2 and expected in out, (args, out)
+        assert len(out.strip().splitlines()) <= 3, out
+
+
+def test_extract_writes_a_loadable_folder(tmp_path, minilm_path):
+    from liedetect.activations import Activations
+
+    (tmp_path / "d.csv").write_text("statement,label\nParis is in France.,1\nParis is in Japan.,0\nRome is in Italy.,1\n")
+    code, out = run("extract", tmp_path / "d.csv", "--model", minilm_path, "--out", tmp_path / "acts", "--layers", "1,3",
+                    "--position", "mean", "--hook", "out", "--quiet")
+    assert code == 0, out
+    acts = Activations.load(tmp_path / "acts")
+    assert acts.acts.shape == (3, 2, 384) and acts.labels.tolist() == [1, 0, 1]
