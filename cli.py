@@ -126,5 +126,61 @@ def extract(data: str = typer.Argument(..., help="CSV/JSONL with statement,label
 # ---------------------------------------------------------------- scoring: score
 
 
+@app.command()
+@friendly_errors
+def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({messages:[{role,content}], id?, label?}) or CSV statement,label."),
+          probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (PATH.json / PATH.safetensors)."),
+          out: Path = typer.Option(..., "--out", "-o", help="Scores JSONL, one line per transcript, written as they finish."),
+          html_out: Optional[Path] = typer.Option(None, "--html", help="Self-contained HTML report (plus PNG plots next to it)."),
+          model: str = ModelOpt,
+          control: Optional[Path] = typer.Option(None, help="Honest control transcripts to set the threshold on."),
+          fpr: float = typer.Option(0.01, help="False-positive rate on the control set that fixes the threshold."),
+          roles: str = typer.Option("assistant", help="Comma-separated roles whose messages are scored."),
+          aggregate: str = typer.Option("mean", help="Message score from its tokens: mean, max or last."),
+          fmt: str = typer.Option("auto", "--format", help="auto (chat template if any), chat or plain."),
+          layer: Optional[int] = typer.Option(None, help="Override the probe's recorded layer."),
+          hook: Optional[str] = typer.Option(None, help="Override the probe's recorded hook."),
+          too_long: str = typer.Option("skip", help="Transcripts longer than the context: skip (counted), truncate (keep the end) or error."),
+          batch_size: int = typer.Option(16, min=1),
+          max_batch_tokens: int = typer.Option(16384, min=1, help="Cap on padded tokens per batch."),
+          resume: bool = typer.Option(False, help="Keep finished transcripts in --out and score only the rest."),
+          strict: bool = typer.Option(False, help="Stop at the first malformed line instead of skipping it."),
+          engine: str = typer.Option("local", help="local, or ray (Ray Data, one model replica per actor)."),
+          actors: Optional[int] = typer.Option(None, help="Ray actors (default: one per GPU, else per CPU)."),
+          ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
+          device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
+          quiet: bool = QuietOpt) -> None:
+    """Score chat transcripts for deception with a probe; stream JSONL, calibrate, write an HTML report."""
+    from liedetect.models import load_model
+    from liedetect.report import save_plots, write_report
+    from liedetect.scoring import load_probe, message_rows, score_transcripts
+
+    bridge = load_model(model, device=device, dtype=dtype)
+    fitted = load_probe(probe, bridge)
+    ray_options = None
+    if engine == "ray":
+        ray_options = {"model_factory": functools.partial(load_model, model, device=device, dtype=dtype),
+                       "num_actors": actors, "address": ray_address}
+    result = score_transcripts(bridge, fitted, transcripts, out=out, control=control, fpr=fpr,
+                               roles=[r.strip() for r in roles.split(",") if r.strip()], aggregate=aggregate, fmt=fmt,
+                               layer=layer, hook=hook, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+                               resume=resume, strict=strict, too_long=too_long, engine=engine, ray_options=ray_options,
+                               progress=not quiet)
+    summary_path = result.save(out.with_name(out.name + ".summary.json"))
+    for problem in result.problems[:10]:
+        err_console.print(f"[yellow]skipped[/] {transcripts} {problem}", highlight=False)
+    if len(result.problems) > 10:
+        err_console.print(f"[yellow]skipped[/] {len(result.problems) - 10} more lines (all listed in {summary_path})")
+    print_table("messages by group", result.summary_rows())
+    console.print(result.summary())
+    if html_out is not None:
+        write_report(result.records, html_out, result.to_dict(), title=f"liedetect: {transcripts.name}")
+        rows = message_rows(result.records, aggregate)
+        plots = save_plots(rows, result.calibration.threshold if result.calibration else None,
+                           html_out.with_suffix(""))
+        console.print(f"report -> {html_out} (plots: {', '.join(p.name for p in plots)})")
+    console.print(f"scores -> {out}, summary -> {summary_path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

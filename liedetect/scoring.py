@@ -389,19 +389,17 @@ def probe_site(probe: Any, layer: Optional[int] = None, hook: Optional[str] = No
 def load_probe(path: Union[str, Path], model: Any = None) -> Any:
     """Load a saved probe, refusing one trained on another model (ProbeMismatchError names both)."""
     import probes
-    from probes.errors import ProbeError
 
-    expect = None
+    probe = probes.load(path)
     if model is not None:
         from liedetect.models import model_id
 
-        expect = {"d_model": model.cfg.d_model, "model_id": model_id(model)}
-    try:
-        return probes.load(path, expect=expect)
-    except ProbeError as exc:
-        if "trained with" in str(exc):
-            raise ProbeMismatchError(str(exc)) from None
-        raise
+        meta = getattr(probe, "meta_", None) or {}
+        here = model_id(model)
+        if meta.get("model_id") not in (None, here):
+            raise ProbeMismatchError(f"Probe {path} was trained on model {meta['model_id']!r} but is being applied to "
+                                     f"{here!r}; pass the --model it was trained on or train a probe for this one.")
+    return probe
 
 
 class Scorer:

@@ -1,0 +1,235 @@
+"""A self-contained HTML report of scored transcripts (inline CSS, JS and images; no external URL) and
+the two plots that go with it: score histograms by group and the ROC curve."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:1em 2em;color:#222}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;font-size:.9em}
+th{background:#f4f4f4}tr.flagged td.score{color:#b00;font-weight:bold}
+.plots img{max-width:48%;margin-right:1%}
+.transcript{border:1px solid #ccc;border-radius:6px;padding:.6em 1em;margin:1em 0}
+.msg{margin:.5em 0;padding:.4em .6em;border-radius:4px;background:#fafafa;white-space:pre-wrap;line-height:1.6}
+.msg .role{font-weight:bold;font-size:.8em;text-transform:uppercase;color:#666;display:block;white-space:normal}
+.msg.unscored{color:#777}.tok{border-radius:2px}
+.legend span{display:inline-block;padding:0 .5em}.meta{color:#666;font-size:.85em}
+.problems li{font-family:monospace;font-size:.85em}#filter{padding:.3em;width:20em}
+"""
+
+JS = """
+function filterRows(){
+  var q=document.getElementById('filter').value.toLowerCase();
+  var only=document.getElementById('onlyflagged').checked;
+  document.querySelectorAll('#list tbody tr').forEach(function(tr){
+    var ok=tr.textContent.toLowerCase().indexOf(q)>=0 && (!only || tr.classList.contains('flagged'));
+    tr.style.display=ok?'':'none';
+  });
+}
+document.addEventListener('DOMContentLoaded',function(){
+  var views=document.querySelectorAll('.transcript').length, toks=document.querySelectorAll('.tok'), coloured=0;
+  toks.forEach(function(t){var m=getComputedStyle(t).backgroundColor.match(/[\d.]+/g);
+    if(m && (m.length<4 || parseFloat(m[3])>0)) coloured++;});
+  var s=document.getElementById('status');
+  s.textContent='rendered '+views+' transcripts, '+coloured+' of '+toks.length+' tokens coloured';
+  s.dataset.views=views; s.dataset.coloured=coloured; s.dataset.tokens=toks.length;
+});
+"""
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def histogram_png(rows: Sequence[Dict[str, Any]], threshold: Optional[float] = None) -> bytes:
+    """PNG of message-score histograms, one per group, with the threshold line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    groups: Dict[str, List[float]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get("group")), []).append(float(r["score"]))
+    allv = np.concatenate([np.asarray(v) for v in groups.values()]) if groups else np.zeros(1)
+    bins = np.linspace(float(allv.min()), float(allv.max()) + 1e-9, 40)
+    for name, vals in sorted(groups.items()):
+        ax.hist(vals, bins=bins, alpha=0.55, label=f"{name} (n={len(vals)})")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label="threshold")
+    ax.set_xlabel("message deception score (higher = more suspicious)")
+    ax.set_ylabel("messages")
+    ax.legend(fontsize=8)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def roc_png(rows: Sequence[Dict[str, Any]]) -> Optional[bytes]:
+    """PNG of the ROC curve of labelled messages (deceptive = positive); None without both classes."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    lab = [r for r in rows if r.get("label") in (0, 1)]
+    y = np.array([1 - r["label"] for r in lab])
+    if len(set(y.tolist())) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = np.array([r["score"] for r in lab])
+    fpr, tpr, _ = roc_curve(y, s)
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.plot(fpr, tpr, label=f"AUROC {roc_auc_score(y, s):.3f}")
+    ax.plot([0, 1], [0, 1], color="#aaa", linestyle=":")
+    ax.set_xlabel("false-positive rate (honest flagged)")
+    ax.set_ylabel("recall (deceptive flagged)")
+    ax.legend(loc="lower right", fontsize=8)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def save_plots(rows: Sequence[Dict[str, Any]], threshold: Optional[float], prefix: Union[str, Path]) -> List[Path]:
+    """Write <prefix>_hist.png and (with labels) <prefix>_roc.png; return the paths written."""
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    hist = prefix.with_name(prefix.name + "_hist.png")
+    hist.write_bytes(histogram_png(rows, threshold))
+    paths.append(hist)
+    roc = roc_png(rows)
+    if roc is not None:
+        path = prefix.with_name(prefix.name + "_roc.png")
+        path.write_bytes(roc)
+        paths.append(path)
+    return paths
+
+
+def _colour(score: float, centre: float, scale: float) -> str:
+    """Red above the centre (suspicious), blue below; opacity grows with distance."""
+    z = max(-1.0, min(1.0, (score - centre) / scale)) if scale > 0 else 0.0
+    rgb = "220,40,40" if z > 0 else "40,90,220"
+    return f"rgba({rgb},{abs(z) * 0.75:.3f})"
+
+
+def _img(data: Optional[bytes], alt: str) -> str:
+    if data is None:
+        return ""
+    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _table(rows: List[Dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def render_html(records: Sequence[Dict[str, Any]], summary: Optional[Dict[str, Any]] = None, title: str = "liedetect scores",
+                max_views: int = 2000) -> str:
+    """The report as one HTML string: summary, plots, a ranked list, and a coloured view of each transcript."""
+    from liedetect.scoring import message_rows
+
+    summary = summary or {}
+    calib = summary.get("calibration") or {}
+    threshold = calib.get("threshold")
+    aggregate = (records[0].get("aggregate") if records else None) or "mean"
+    rows = message_rows(records, aggregate)
+    ranked = sorted(records, key=lambda r: (-r["score"], str(r["id"])))
+    all_tokens = np.array([s for r in records for m in r["messages"] if m.get("scored") for s in m["scores"]] or [0.0])
+    centre = float(threshold) if threshold is not None else 0.0
+    scale = float(np.quantile(np.abs(all_tokens - centre), 0.98)) or 1.0
+
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{CSS}</style><script>{JS}</script></head><body>", f"<h1>{html.escape(title)}</h1>", "<p id='status' class='meta'>(static view: scripts did not run)</p>"]
+    settings = summary.get("settings") or {}
+    if settings:
+        parts.append("<p class='meta'>" + html.escape(", ".join(f"{k}: {v}" for k, v in settings.items())) + "</p>")
+    metrics = summary.get("metrics") or {}
+    head = [{"transcripts": len(records), "scored messages": len(rows),
+             "aggregate": aggregate, "threshold": threshold if threshold is not None else "none",
+             "threshold from": calib.get("source", "-"), "target FPR": calib.get("fpr", "-")}]
+    parts.append("<h2>Summary</h2>" + _table(head))
+    if metrics.get("auroc") is not None or metrics.get("recall") is not None:
+        parts.append(_table([{"AUROC": metrics.get("auroc"), "recall at threshold": metrics.get("recall"),
+                              "FPR at threshold": metrics.get("fpr"), **(metrics.get("confusion") or {})}]))
+    if metrics.get("by_group"):
+        parts.append(_table([{"group": k, **v} for k, v in metrics["by_group"].items()]))
+    parts.append("<div class='plots'>" + _img(histogram_png(rows, threshold) if rows else None, "score histogram")
+                 + _img(roc_png(rows), "ROC curve") + "</div>")
+    problems = summary.get("problems") or []
+    if problems:
+        items = "".join(f"<li>line {p['line']}: {html.escape(p['reason'])}</li>" for p in problems[:500])
+        parts.append(f"<h2>Skipped lines ({len(problems)})</h2><ul class='problems'>{items}</ul>")
+
+    parts.append("<h2>Transcripts by suspicion</h2><p><input id='filter' placeholder='filter by id or group' "
+                 "oninput='filterRows()'> <label><input type='checkbox' id='onlyflagged' onchange='filterRows()'> "
+                 "flagged only</label></p>")
+    parts.append(f"<p class='legend'>token colour: <span style='background:{_colour(centre + scale, centre, scale)}'>"
+                 f"suspicious (score {centre + scale:.2f})</span><span>threshold {centre:.2f}</span>"
+                 f"<span style='background:{_colour(centre - scale, centre, scale)}'>honest-looking "
+                 f"(score {centre - scale:.2f})</span></p>")
+    body = []
+    for k, rec in enumerate(ranked):
+        flagged = threshold is not None and rec["score"] > threshold
+        link = f"<a href='#t-{k}'>{html.escape(str(rec['id']))}</a>" if k < max_views else html.escape(str(rec["id"]))
+        body.append(f"<tr class='{'flagged' if flagged else ''}'><td>{k + 1}</td><td>{link}</td>"
+                    f"<td>{html.escape(str(rec.get('group')))}</td><td class='score'>{rec['score']:.4f}</td>"
+                    f"<td>{'yes' if flagged else 'no'}</td><td>{len(rec['messages'])}</td><td>{rec['n_tokens']}</td></tr>")
+    parts.append("<table id='list'><thead><tr><th>rank</th><th>id</th><th>group</th><th>score</th><th>flagged</th>"
+                 "<th>messages</th><th>scored tokens</th></tr></thead><tbody>" + "".join(body) + "</tbody></table>")
+    if len(ranked) > max_views:
+        parts.append(f"<p class='meta'>Views are shown for the {max_views} most suspicious transcripts only.</p>")
+
+    parts.append("<h2>Transcripts</h2>")
+    for k, rec in enumerate(ranked[:max_views]):
+        parts.append(_view(k, rec, centre, scale, threshold))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _view(k: int, rec: Dict[str, Any], centre: float, scale: float, threshold: Optional[float]) -> str:
+    out = [f"<div class='transcript' id='t-{k}' data-id='{html.escape(str(rec['id']), quote=True)}'>",
+           f"<h3>#{k + 1} {html.escape(str(rec['id']))} <span class='meta'>group {html.escape(str(rec.get('group')))}, "
+           f"score {rec['score']:.4f} ({html.escape(str(rec.get('aggregate')))} of the most suspicious message)"
+           f"{', flagged' if threshold is not None and rec['score'] > threshold else ''}, "
+           f"<a href='#list'>back to list</a></span></h3>"]
+    for m in rec["messages"]:
+        role = html.escape(str(m["role"]))
+        if not m.get("scored"):
+            out.append(f"<div class='msg unscored'><span class='role'>{role}</span>{html.escape(m['content'])}</div>")
+            continue
+        toks = "".join(f"<span class='tok' style='background:{_colour(s, centre, scale)}' title='{s:.3f}'>"
+                       f"{html.escape(t)}</span>" for t, s in zip(m["tokens"], m["scores"]))
+        stats = f"mean {m['mean']:.3f}, max {m['max']:.3f}, last {m['last']:.3f}, {m['n_tokens']} tokens"
+        out.append(f"<div class='msg scored'><span class='role'>{role} <span class='meta'>{stats}</span></span>{toks}</div>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def write_report(records: Sequence[Dict[str, Any]], path: Union[str, Path], summary: Optional[Dict[str, Any]] = None,
+                 title: str = "liedetect scores", max_views: int = 2000) -> Path:
+    """Write the self-contained HTML report to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(records, summary, title, max_views), encoding="utf-8")
+    return path
+
