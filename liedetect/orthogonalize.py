@@ -71,6 +71,18 @@ def _untie_unembedding(model: Any) -> None:
             config.tie_word_embeddings = False
 
 
+def _copy_model(model: Any) -> Any:
+    """Deep copy a bridge; activations some components keep from their last forward (graph tensors) are copied detached."""
+    memo = {id(model.tokenizer): model.tokenizer} if getattr(model, "tokenizer", None) is not None else {}
+    for module in model.modules():
+        for value in vars(module).values():
+            items = value.values() if isinstance(value, dict) else [value]
+            for item in items:
+                if isinstance(item, torch.Tensor) and not item.is_leaf:
+                    memo[id(item)] = item.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
 @torch.no_grad()
 def orthogonalize(model: Any, directions: Any, inplace: bool = False) -> Any:
     """A copy of `model` (or the model itself with inplace=True) whose residual stream never holds a component on `directions`.
@@ -78,7 +90,7 @@ def orthogonalize(model: Any, directions: Any, inplace: bool = False) -> Any:
     Equivalent to ablating the directions with hooks at resid_pre, resid_mid and resid_post of every
     layer (`ablation_spec`), without hooks.
     """
-    target = model if inplace else copy.deepcopy(model)
+    target = model if inplace else _copy_model(model)
     basis = _basis(directions, target.cfg.d_model)
     _untie_unembedding(target)
     for _name, module, layout in _writers(target):
@@ -118,7 +130,11 @@ def save_orthogonalized(model: Any, directions: Any, out: Union[str, Path]) -> P
         return out
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous() for k, v in inner.state_dict().items()}
+    state, seen = {}, set()
+    for key, value in inner.state_dict().items():  # the bridge registers each weight under several aliases
+        if value.data_ptr() not in seen:
+            seen.add(value.data_ptr())
+            state[key] = value.detach().contiguous()
     save_file(state, str(out / "model.safetensors"))
     cfg = {k: v for k, v in vars(edited.cfg).items() if isinstance(v, (int, float, str, bool, type(None)))}
     (out / "native_config.json").write_text(json.dumps(cfg, indent=2))
@@ -144,6 +160,8 @@ def load_orthogonalized(path: Union[str, Path], device: Optional[str] = None) ->
     cfg = TransformerBridgeConfig.from_dict(cfg_dict)
     tok = AutoTokenizer.from_pretrained(str(path))
     model = TransformerBridge.boot_native(cfg, tokenizer=tok, device=device)
-    model.original_model.load_state_dict(load_file(str(path / "model.safetensors")))
+    missing, unexpected = model.original_model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
+    if unexpected:
+        raise SteeringError(f"{path} holds weights this model does not have ({unexpected[0]}, ...); it was saved from another architecture.")
     model.eval()
     return model
