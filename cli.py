@@ -123,6 +123,62 @@ def extract(data: str = typer.Argument(..., help="CSV/JSONL with statement,label
 # ---------------------------------------------------------------- steering: steer
 
 
+@app.command()
+@friendly_errors
+def steer(probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (PATH.json) whose direction is steered along."),
+          prompt: List[str] = typer.Option(["The statement 'the sky is green' is"], "--prompt", help="Prompt(s) to continue; repeat the option for several."),
+          model: str = ModelOpt,
+          alpha: float = typer.Option(4.0, "--alpha", "-a", help="Strength: added multiple of the direction, or the projection value for --op set."),
+          layers: Optional[str] = typer.Option(None, help="'all', '3', '2,4' or '1-3' (default: the probe's layer)."),
+          op: str = typer.Option("add", help="add, ablate or set."),
+          positions: str = typer.Option("all", help="all, prompt or generated tokens."),
+          scale: str = typer.Option("norm", help="norm: alpha in units of the layer's typical residual norm; raw: as is."),
+          max_new_tokens: int = typer.Option(20, min=1),
+          sweep: bool = typer.Option(False, "--sweep", help="Sweep alphas (and each layer) against a metric instead of generating."),
+          alphas: str = typer.Option("-8,-4,-2,0,2,4,8", help="Alphas for --sweep, comma-separated."),
+          metric: str = typer.Option("p_true", help="Sweep metric: p_true (probability of ' True' after each prompt) or organism (liar truthfulness)."),
+          out: Path = typer.Option(Path("steering-out"), "--out", "-o", help="Folder for the sweep table and plot."),
+          gguf: Optional[Path] = typer.Option(None, help="Also write the direction as a llama.cpp control vector (GGUF)."),
+          device: str = DeviceOpt, quiet: bool = QuietOpt) -> None:
+    """Generate with and without steering along a probe's direction, side by side (or sweep alphas with --sweep)."""
+    from liedetect.models import load_model, model_id
+    from liedetect.steering import SteeringSpec, compare_generations, p_true_metric, steering_sweep
+
+    bridge = load_model(model, device=device)
+    layer_list = parse_layers(layers, bridge.cfg.n_layers) if layers else None
+    spec = SteeringSpec.from_probe(probe, layers=layer_list, model=bridge, alpha=alpha, op=op, positions=positions,
+                                   scale=scale)
+    console.print(spec.summary())
+    if gguf is not None:
+        from liedetect.gguf_export import export_gguf
+
+        console.print(f"control vector -> {export_gguf(spec.calibrate(bridge) if scale == 'norm' else spec, gguf, model_hint=model_id(bridge))}")
+    if sweep:
+        if metric == "organism":
+            from liedetect.steering import organism_truthfulness_metric
+
+            chosen = organism_truthfulness_metric(bridge)
+        else:
+            chosen = p_true_metric(prompt)
+        alpha_list = [float(a) for a in alphas.split(",") if a.strip()]
+        result = steering_sweep(bridge, spec, alpha_list, layers=[[layer] for layer in spec.layers] if len(spec.layers) > 1 else None,
+                                metric=chosen, progress=not quiet)
+        out.mkdir(parents=True, exist_ok=True)
+        table_path, plot_path = result.save(out / "steering_sweep.json"), result.plot(out / "steering_sweep.png")
+        print_table(f"sweep: {result.metric}", [{"layers": ",".join(map(str, r["layers"])), "alpha": r["alpha"], result.metric: r["value"]}
+                                                for r in result.rows])
+        console.print(f"{result.summary()}\ntable -> {table_path}\nplot  -> {plot_path}")
+        return
+    rows = compare_generations(bridge, prompt, spec, max_new_tokens=max_new_tokens)
+    table = Table(title=f"steering: {spec.op} alpha={spec.alpha:g} at layers {spec.layers}", show_lines=True)
+    for column in ("prompt", "unsteered", "steered"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["prompt"], row["unsteered"], row["steered"])
+    console.print(table)
+
+
+
 # ---------------------------------------------------------------- scoring: score
 
 
@@ -153,15 +209,16 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
     """Score chat transcripts for deception with a probe; stream JSONL, calibrate, write an HTML report."""
     from liedetect.models import load_model
     from liedetect.report import save_plots, write_report
-    from liedetect.scoring import load_probe, message_rows, score_transcripts
+    from liedetect.scoring import load_probe, load_transcripts, message_rows, score_transcripts
 
+    data = load_transcripts(transcripts, strict=strict)  # bad input fails before a model is loaded
     bridge = load_model(model, device=device, dtype=dtype)
     fitted = load_probe(probe, bridge)
     ray_options = None
     if engine == "ray":
         ray_options = {"model_factory": functools.partial(load_model, model, device=device, dtype=dtype),
                        "num_actors": actors, "address": ray_address}
-    result = score_transcripts(bridge, fitted, transcripts, out=out, control=control, fpr=fpr,
+    result = score_transcripts(bridge, fitted, data, out=out, control=control, fpr=fpr,
                                roles=[r.strip() for r in roles.split(",") if r.strip()], aggregate=aggregate, fmt=fmt,
                                layer=layer, hook=hook, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                                resume=resume, strict=strict, too_long=too_long, engine=engine, ray_options=ray_options,

@@ -179,7 +179,7 @@ def test_too_long_policies(tiny_model):
 def test_batched_scores_equal_unbatched_reference(tiny_model, random_probe):
     from liedetect.activations import token_activations
 
-    ts = chats(23, seed=1)
+    ts = chats(12, seed=1)
     result = scoring.score_transcripts(tiny_model, random_probe, ts, batch_size=5, progress=False)
     assert [r["id"] for r in result.records] != [t.id for t in ts]  # length bucketing reordered them
     by_id = {r["id"]: r for r in result.records}
@@ -209,7 +209,7 @@ def planted_probe(tiny_model, tmp_path_factory):
     from liedetect.datasets import render_chat
     from liedetect.models import model_id
 
-    texts = [render_chat(None, [{"role": m.role, "content": m.content} for m in t.messages]) for t in chats(50, seed=11)]
+    texts = [render_chat(None, [{"role": m.role, "content": m.content} for m in t.messages]) for t in chats(30, seed=11)]
     acts = extract(tiny_model, texts, layers=[LAYER], position="all", progress=False)
     tok = tiny_model.tokenizer
     lie_ids = {tok(w)["input_ids"][-1] for w in LIE_WORDS}
@@ -331,7 +331,7 @@ scoring.score_transcripts(model, probe, sys.argv[2], out=sys.argv[3], batch_size
 
 
 def test_killed_run_resumes_to_identical_output(tiny_model, planted_probe, tmp_path):
-    ts = chats(60, seed=6)
+    ts = chats(36, seed=6)
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"id": t.id, "label": t.label, "group": t.group,
                                        "messages": [{"role": m.role, "content": m.content} for m in t.messages]}) + "\n"
@@ -342,22 +342,22 @@ def test_killed_run_resumes_to_identical_output(tiny_model, planted_probe, tmp_p
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if out.exists() and out.read_bytes().count(b"\n") >= 12:
+        if out.exists() and out.read_bytes().count(b"\n") >= 6:
             break
         time.sleep(0.02)
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     n_killed = out.read_bytes().count(b"\n")
-    assert 12 <= n_killed < 60
+    assert 6 <= n_killed < 36
     probe = scoring.load_probe(planted_probe, tiny_model)
     resumed = scoring.score_transcripts(tiny_model, probe, src, out=out, batch_size=3, resume=True, progress=False)
     straight = tmp_path / "straight.jsonl"
     scoring.score_transcripts(tiny_model, probe, src, out=straight, batch_size=3, progress=False)
     assert out.read_bytes() == straight.read_bytes()
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
-    assert len(ids) == len(set(ids)) == 60
-    assert resumed.n_new == 60 - n_killed
+    assert len(ids) == len(set(ids)) == 36
+    assert resumed.n_new == 36 - n_killed
 
 
 # ---------------------------------------------------------------- CLI
