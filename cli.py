@@ -165,7 +165,7 @@ def steer(probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (
                                 metric=chosen, progress=not quiet)
         out.mkdir(parents=True, exist_ok=True)
         table_path, plot_path = result.save(out / "steering_sweep.json"), result.plot(out / "steering_sweep.png")
-        print_table(f"sweep: {result.metric}", [{"layers": ",".join(map(str, r["layers"])), "alpha": r["alpha"], result.metric: r["value"]}
+        print_table(f"sweep: {result.metric}", [{"layers": ",".join(map(str, r["layers"])), "alpha": f"{r['alpha']:g}", result.metric: f"{r['value']:.4g}"}
                                                 for r in result.rows])
         console.print(f"{result.summary()}\ntable -> {table_path}\nplot  -> {plot_path}")
         return

@@ -469,6 +469,15 @@ def generate(model: Any, prompts: Union[str, Sequence[str]], spec: Optional[Stee
     return out
 
 
+def compare_generations(model: Any, prompts: Union[str, Sequence[str]], spec: SteeringSpec, max_new_tokens: int = 30,
+                        greedy: bool = True, seed: int = 0) -> List[Dict[str, str]]:
+    """Unsteered and steered continuations of each prompt: [{'prompt', 'unsteered', 'steered'}]."""
+    prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    plain = generate(model, prompt_list, None, max_new_tokens=max_new_tokens, greedy=greedy, seed=seed)
+    steered = generate(model, prompt_list, spec, max_new_tokens=max_new_tokens, greedy=greedy, seed=seed)
+    return [{"prompt": p, "unsteered": a, "steered": b} for p, a, b in zip(prompt_list, plain, steered)]
+
+
 # ---------------------------------------------------------------- sweeps
 
 
