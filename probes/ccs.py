@@ -1,0 +1,199 @@
+"""Contrast-Consistent Search (Burns et al. 2022), with every restart trained in one batched program.
+
+Each side of the contrast pairs is normalised separately (mean, and with ``normalize="full"`` the
+per-feature standard deviation), so the probe cannot latch onto the constant difference between
+"... True" and "... False". The loss is consistency ``(p+ - (1 - p-))^2`` plus confidence
+``min(p+, p-)^2``, optimised with full-batch AdamW (Burns et al.'s recipe: lr 1e-3, weight decay
+0.01, 1000 steps). ``n_restarts`` random initialisations are stacked into one weight matrix ``[R, d]``
+and optimised together (AdamW is element-wise, so this is exactly R independent runs);
+the restart with the lowest final loss is kept, and its loss curve is stored.
+
+Sign convention: CCS cannot tell "true" from "false". With ``calibration="labels"`` and labels
+passed to ``fit``, the sign is set from ``n_calibration`` randomly chosen training labels (the
+only use of labels): if the probe is right on fewer than half of them, it is flipped. With
+``calibration="none"`` (or no labels) the probe stays uncalibrated, which ``fit_info_["sign"]`` and
+``calibrated_`` report.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from probes.base import ContrastProbe, data_hash, register
+from probes.errors import ProbeError
+
+NORMALIZE = ("full", "mean", "none")
+CALIBRATION = ("labels", "none")
+
+
+def ccs_loss(zp: torch.Tensor, zn: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """CCS loss of each of R probes (rows of W [R, d], b [R]) on normalised pairs; returns [R]."""
+    pp = torch.sigmoid(zp @ W.T + b)
+    pn = torch.sigmoid(zn @ W.T + b)
+    consistency = (pp - (1.0 - pn)).pow(2).mean(0)
+    confidence = torch.minimum(pp, pn).pow(2).mean(0)
+    return consistency + confidence
+
+
+def ccs_grad(Z: torch.Tensor, n: int, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss [R] and its exact gradients (dW [R, d], db [R]) for R probes; Z = cat(z_pos, z_neg) [2n, d].
+
+    Written out by hand (two matrix products per step) because autograd's bookkeeping costs more
+    than the arithmetic at these sizes; ``tests/test_probes_ccs.py`` checks it against autograd.
+    """
+    P = torch.sigmoid(torch.addmm(b, Z, W.T))  # [2n, R]
+    pp, pn = P[:n], P[n:]
+    c = pp + pn - 1.0
+    m = torch.minimum(pp, pn)
+    loss = (c.square() + m.square()).mean(0)
+    pos_lower = (pp <= pn).to(P.dtype)
+    g = torch.cat([c + m * pos_lower, c + m * (1.0 - pos_lower)]).mul_(2.0 / n).mul_(P * (1.0 - P))  # dloss/dlogit
+    return loss, g.T @ Z, g.sum(0)
+
+
+def train_ccs(zp: torch.Tensor, zn: torch.Tensor, W0: torch.Tensor, b0: torch.Tensor, n_steps: int,
+              lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999),
+              eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Full-batch AdamW on R stacked probes at once; returns (W [R, d], b [R], loss curves [n_steps, R]).
+
+    AdamW is element-wise and the restarts' losses do not interact, so row r of the result is exactly
+    what training restart r alone would give (same update rule as ``torch.optim.AdamW``).
+    """
+    n = zp.shape[0]
+    Z = torch.cat([zp, zn])
+    W, b = W0.clone(), b0.clone()
+    mW, vW, mb, vb = torch.zeros_like(W), torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(b)
+    b1, b2 = betas
+    curves = torch.empty(n_steps, W.shape[0], device=W.device)
+    for step in range(1, n_steps + 1):
+        loss, gW, gb = ccs_grad(Z, n, W, b)
+        curves[step - 1] = loss
+        W.mul_(1.0 - lr * weight_decay)
+        b.mul_(1.0 - lr * weight_decay)
+        mW.mul_(b1).add_(gW, alpha=1.0 - b1)
+        mb.mul_(b1).add_(gb, alpha=1.0 - b1)
+        vW.mul_(b2).addcmul_(gW, gW, value=1.0 - b2)
+        vb.mul_(b2).addcmul_(gb, gb, value=1.0 - b2)
+        step_size = lr / (1.0 - b1**step)
+        denom_scale = math.sqrt(1.0 - b2**step)
+        W.addcdiv_(mW, vW.sqrt().div_(denom_scale).add_(eps), value=-step_size)
+        b.addcdiv_(mb, vb.sqrt().div_(denom_scale).add_(eps), value=-step_size)
+    return W, b, curves
+
+
+@register
+class CCSProbe(ContrastProbe):
+    """Unsupervised CCS probe on contrast pairs; see the module docstring for normalisation and sign."""
+
+    method = "ccs"
+    extra_tensors: ClassVar[tuple[str, ...]] = (
+        "mean_pos_", "std_pos_", "mean_neg_", "std_neg_", "weight_", "weight_bias_", "loss_curve_", "restart_losses_",
+    )
+
+    def __init__(self, n_restarts: int = 10, n_steps: int = 1000, lr: float = 1e-3, weight_decay: float = 0.01,
+                 normalize: str = "full", calibration: str = "labels", n_calibration: int = 32,
+                 batched: bool = True, device: str | None = None, seed: int = 0) -> None:
+        self.n_restarts = n_restarts
+        self.n_steps = n_steps
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.normalize = normalize
+        self.calibration = calibration
+        self.n_calibration = n_calibration
+        self.batched = batched
+        self.device = device
+        self.seed = seed
+
+    @property
+    def calibrated_(self) -> bool:
+        """Whether the sign was calibrated (otherwise P(true) may be P(false))."""
+        self._check_fitted()
+        return bool(self.fit_info_.get("sign", {}).get("calibrated", False))
+
+    def _side_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = x.shape[1]
+        mean = x.mean(0) if self.normalize in ("full", "mean") else torch.zeros(d)
+        std = x.std(0, unbiased=False).clamp_min(1e-6) if self.normalize == "full" else torch.ones(d)
+        return mean, std
+
+    def _normalised(self, xp: torch.Tensor, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (xp - self.mean_pos_) / self.std_pos_, (xn - self.mean_neg_) / self.std_neg_
+
+    def fit(self, X_pos: Any, X_neg: Any, y: Any = None) -> "CCSProbe":
+        """Fit on contrast pairs; y (optional) is used only to calibrate the sign (``n_calibration`` labels)."""
+        if self.normalize not in NORMALIZE:
+            raise ProbeError(f"normalize must be one of {NORMALIZE}, not {self.normalize!r}.")
+        if self.calibration not in CALIBRATION:
+            raise ProbeError(f"calibration must be one of {CALIBRATION}, not {self.calibration!r}.")
+        if self.n_restarts < 1 or self.n_steps < 1:
+            raise ProbeError("n_restarts and n_steps must both be at least 1.")
+        xp, xn, labels = self._pairs(X_pos, X_neg, y)
+        n, d = xp.shape
+        self.mean_pos_, self.std_pos_ = self._side_stats(xp)
+        self.mean_neg_, self.std_neg_ = self._side_stats(xn)
+        zp, zn = self._normalised(xp, xn)
+
+        gen = torch.Generator().manual_seed(self.seed)
+        W0 = torch.randn(self.n_restarts, d, generator=gen) / math.sqrt(d)
+        b0 = torch.zeros(self.n_restarts)
+        device = torch.device(self.device or "cpu")
+        zp_d, zn_d = zp.to(device), zn.to(device)
+        if self.batched:
+            W, b, curves = train_ccs(zp_d, zn_d, W0.to(device), b0.to(device), self.n_steps, self.lr, self.weight_decay)
+        else:  # the reference: the same program, one restart at a time
+            runs = [train_ccs(zp_d, zn_d, W0[r:r + 1].to(device), b0[r:r + 1].to(device), self.n_steps, self.lr,
+                              self.weight_decay) for r in range(self.n_restarts)]
+            W, b, curves = (torch.cat([r[i] for r in runs], dim=1 if i == 2 else 0) for i in range(3))
+        with torch.no_grad():
+            final = ccs_loss(zp_d, zn_d, W, b).cpu()
+        best = int(torch.argmin(final))
+        w, bias = W[best].cpu().clone(), float(b[best])
+
+        sign: dict[str, Any]
+        if self.calibration == "labels" and labels is not None:
+            idx = np.sort(np.random.default_rng(self.seed).permutation(n)[: min(self.n_calibration, n)])
+            p = self._pair_proba(zp, zn, w, bias).numpy()
+            acc = float(((p[idx] >= 0.5).astype(int) == labels[idx]).mean())
+            flipped = acc < 0.5
+            if flipped:
+                w, bias = -w, -bias
+            sign = {"calibrated": True, "method": "labels", "n_labels": int(len(idx)),
+                    "accuracy_before_flip": acc, "flipped": flipped}
+        else:
+            reason = "calibration='none'" if self.calibration == "none" else "no labels were given"
+            sign = {"calibrated": False, "method": "none",
+                    "note": f"uncalibrated ({reason}): CCS is sign-ambiguous, so P(true) may be P(false)"}
+        self.weight_ = w
+        self.weight_bias_ = torch.tensor([bias], dtype=torch.float32)
+        self.loss_curve_ = curves[:, best].cpu().clone()
+        self.restart_losses_ = final
+
+        # single activations: both sides' statistics pooled (midpoint mean, root-mean-square std)
+        mean = (self.mean_pos_ + self.mean_neg_) / 2
+        std = ((self.std_pos_.pow(2) + self.std_neg_.pow(2)) / 2).sqrt()
+        coef = w / std
+        info = {"chosen_restart": best, "final_loss": float(final[best]), "restart_losses": final.tolist(),
+                "n_steps": self.n_steps, "sign": sign, "normalize": self.normalize}
+        if labels is not None:
+            p = self._pair_proba(zp, zn, w, bias).numpy()
+            info["train_pair_accuracy"] = float(((p >= 0.5).astype(int) == labels).mean())
+        self._set_fitted(coef, coef, bias - float(mean @ coef), mean=mean, std=std,
+                         train_hash=data_hash(xp, xn, labels), n_train=n, info=info)
+        return self
+
+    @staticmethod
+    def _pair_proba(zp: torch.Tensor, zn: torch.Tensor, w: torch.Tensor, b: float) -> torch.Tensor:
+        pp = torch.sigmoid(zp @ w + b)
+        pn = torch.sigmoid(zn @ w + b)
+        return 0.5 * (pp + 1.0 - pn)
+
+    def decision_function_pairs(self, X_pos: Any, X_neg: Any) -> torch.Tensor:
+        """Logit of the CCS pair probability 0.5 * (p+ + 1 - p-), using the training normalisation."""
+        xp, xn = self._pair_input(X_pos, X_neg)
+        zp, zn = self._normalised(xp, xn)
+        p = self._pair_proba(zp, zn, self.weight_, float(self.weight_bias_[0])).clamp(1e-7, 1 - 1e-7)
+        return torch.log(p) - torch.log1p(-p)

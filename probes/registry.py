@@ -1,0 +1,44 @@
+"""Method names -> probe constructors, so sweeps and the CLI can ask for probes by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from probes.base import Probe
+from probes.ccs import CCSProbe
+from probes.errors import ProbeError
+from probes.lat import LATProbe, PCAProbe
+from probes.logistic import LogisticProbe
+from probes.mass_mean import MassMeanProbe
+from probes.random_probe import RandomProbe
+
+# name -> (class, preset hyper-parameters)
+METHODS: dict[str, tuple[type[Probe], dict[str, Any]]] = {
+    "lr": (LogisticProbe, {}),
+    "mass-mean": (MassMeanProbe, {}),
+    "mass-mean-iid": (MassMeanProbe, {"iid": True}),
+    "lat": (LATProbe, {}),
+    "lat-random": (LATProbe, {"pairing": "random"}),
+    "ccs": (CCSProbe, {}),
+    "pca": (PCAProbe, {}),
+    "random": (RandomProbe, {}),
+}
+SUPERVISED = ("lr", "mass-mean", "mass-mean-iid")
+PAIRED = tuple(name for name, (cls, _) in METHODS.items() if cls.paired)
+
+
+def make_probe(name: str, seed: int = 0, **params: Any) -> Probe:
+    """A fresh, unfitted probe for a method name (see ``METHODS``), with preset and given hyper-parameters."""
+    if name not in METHODS:
+        raise ProbeError(f"Unknown probe method {name!r}; choose one of: {', '.join(METHODS)}.")
+    cls, preset = METHODS[name]
+    return cls(**{**preset, **params, "seed": seed})
+
+
+def is_paired(name: str) -> bool:
+    """Whether a method name needs contrast pairs."""
+    if name not in METHODS:
+        raise ProbeError(f"Unknown probe method {name!r}; choose one of: {', '.join(METHODS)}.")
+    return METHODS[name][0].paired
+
+
