@@ -13,8 +13,9 @@ Input formats
 - CSV ``statement,label``: each row is a one-message transcript whose single ``assistant`` message is the
   statement, rendered verbatim (no chat template), id ``row-N``.
 
-Rendering: the tokenizer's chat template when it has one, else the plain format of
-``liedetect.datasets.render_chat``: ``"{role}: {content}\\n"`` per message. The scored tokens of a message
+Rendering (``fmt``): ``auto`` = the tokenizer's chat template when it has one, else ``plain``, the format
+of ``liedetect.datasets.render_chat``: ``"{role}: {content}\\n"`` per message; ``text`` = the contents
+joined by single spaces with no role names (for models trained on bare text, like the organism). The scored tokens of a message
 are those whose character offsets overlap the message's content in the rendered text, so template
 markup (role headers, end-of-turn tokens) is never scored.
 """
@@ -39,7 +40,7 @@ from liedetect.errors import CheckpointError, DataError, LiedetectError, ProbeMi
 
 ROLES = ("system", "user", "assistant", "tool")
 AGGREGATES = ("mean", "max", "last")
-FORMATS = ("auto", "chat", "plain")
+FORMATS = ("auto", "chat", "plain", "text")
 TOO_LONG = ("skip", "truncate", "error")
 HONEST_NAMES = {"honest", "truthful", "true", "truth"}
 LIE_NAMES = {"lie", "liar", "deceptive", "dishonest", "false"}
@@ -240,6 +241,10 @@ class Encoding:
 def _render_fmt(tokenizer: Any, transcript: Transcript, fmt: str) -> str:
     if transcript.raw:
         return "raw"
+    if fmt not in FORMATS:
+        raise DataError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    if fmt == "text":
+        return "text"
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if fmt == "chat" and not has_template:
         raise DataError("--format chat was asked but this tokenizer has no chat template; use --format plain or auto.")
@@ -250,6 +255,8 @@ def _render(tokenizer: Any, messages: Sequence[Message], kind: str) -> str:
     dicts = [{"role": m.role, "content": m.content} for m in messages]
     if kind == "chat":
         return tokenizer.apply_chat_template(dicts, tokenize=False)
+    if kind == "text":
+        return " ".join(m.content for m in messages)
     from liedetect.datasets import render_chat
 
     return render_chat(None, dicts)
@@ -402,6 +409,56 @@ def load_probe(path: Union[str, Path], model: Any = None) -> Any:
     return probe
 
 
+def scored_activations(model: Any, encs: Sequence[Encoding], layer: Union[int, Sequence[int]], hook: str = "resid_post",
+                       pad_id: Optional[int] = None) -> Tuple[Any, List[int]]:
+    """Activations [n_tokens, d] of exactly the scored tokens of a batch (a {layer: ...} dict when given
+    several layers, from one forward), and how many tokens belong to each transcript."""
+    from liedetect.activations import pad_batch, token_activations
+
+    if pad_id is None:
+        pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    layers = [layer] if isinstance(layer, int) else list(layer)
+    ids, mask = pad_batch([e.ids for e in encs], pad_id, "right")
+    hidden = token_activations(model, ids, mask, layers, hook)
+    rows, cols, sizes = [], [], []
+    for b, enc in enumerate(encs):
+        n = 0
+        for r in enc.ranges:
+            if r is not None:
+                rows.extend([b] * (r[1] - r[0]))
+                cols.extend(range(r[0], r[1]))
+                n += r[1] - r[0]
+        sizes.append(n)
+    device = hidden[layers[0]].device
+    index = (torch.tensor(rows, device=device), torch.tensor(cols, device=device))
+    picked = {l: hidden[l][index] for l in layers}
+    return (picked[layer] if isinstance(layer, int) else picked), sizes
+
+
+def training_activations(model: Any, transcripts: Sequence[Transcript], layers: Sequence[int], hook: str = "resid_post",
+                         roles: Sequence[str] = ("assistant",), fmt: str = "auto", batch_size: int = 32
+                         ) -> Tuple[Dict[int, torch.Tensor], np.ndarray, np.ndarray]:
+    """Activations of the tokens scoring would read (for fitting a probe on the same positions):
+    ({layer: [n_tokens, d]}, label per token (the message's), transcript index per token)."""
+    tok = model.tokenizer
+    encs = [encode_transcript(tok, t, roles, fmt, getattr(model.cfg, "n_ctx", None), "error") for t in transcripts]
+    out: Dict[int, List[torch.Tensor]] = {layer: [] for layer in layers}
+    labels: List[int] = []
+    owner: List[int] = []
+    for start in range(0, len(encs), batch_size):
+        batch = encs[start:start + batch_size]
+        picked, _ = scored_activations(model, batch, list(layers), hook)
+        for layer in layers:
+            out[layer].append(picked[layer].float().cpu())
+        for k, enc in enumerate(batch):
+            for i, r in enumerate(enc.ranges):
+                if r is not None:
+                    lab = enc.transcript.message_label(i)
+                    labels.extend([-1 if lab is None else lab] * (r[1] - r[0]))
+                    owner.extend([start + k] * (r[1] - r[0]))
+    return {layer: torch.cat(v) for layer, v in out.items()}, np.array(labels), np.array(owner)
+
+
 class Scorer:
     """Applies one probe at its layer to the scored tokens of batches of encoded transcripts."""
 
@@ -425,20 +482,7 @@ class Scorer:
 
     def token_scores(self, encs: Sequence[Encoding]) -> List[np.ndarray]:
         """Deception score of every scored token, one array per transcript (one forward for the batch)."""
-        from liedetect.activations import pad_batch, token_activations
-
-        ids, mask = pad_batch([e.ids for e in encs], self.pad_id, "right")
-        hidden = token_activations(self.model, ids, mask, [self.layer], self.hook)[self.layer]
-        rows, cols, sizes = [], [], []
-        for b, enc in enumerate(encs):
-            n = 0
-            for r in enc.ranges:
-                if r is not None:
-                    rows.extend([b] * (r[1] - r[0]))
-                    cols.extend(range(r[0], r[1]))
-                    n += r[1] - r[0]
-            sizes.append(n)
-        picked = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]
+        picked, sizes = scored_activations(self.model, encs, self.layer, self.hook, self.pad_id)
         with torch.inference_mode():
             scores = -self.probe.decision_function(picked.float().cpu())
         flat = np.asarray(torch.as_tensor(scores).detach().cpu().numpy(), dtype=np.float32)

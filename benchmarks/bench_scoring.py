@@ -1,0 +1,129 @@
+"""Scoring throughput: `liedetect.scoring.score_transcripts` end to end (render, tokenize, exact token
+ranges, batched forward stopped at the probe layer, probe, JSONL streamed to disk) against a bare forward
+over the same padded batches. GPT-2-small shape, random weights.
+
+    python benchmarks/bench_scoring.py [--n 96] [--repeats 3] [--layers 11,6]
+
+Baselines, each over exactly the batches the scorer forms:
+- bare_full: ``model(ids, attention_mask=mask)``, all 12 blocks and the unembedding (what reading a transcript costs).
+- bare_stop: ``model(ids, attention_mask=mask, stop_at_layer=layer + 1)``, no hooks (the floor for this layer).
+Tokens/s counts real (unpadded) tokens. Modes interleaved, median of repeats, same process.
+Writes benchmarks/results/scoring.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from liedetect import scoring  # noqa: E402
+from liedetect.activations import pad_batch  # noqa: E402
+from liedetect.models import random_gpt2  # noqa: E402
+
+WORDS = ("the report says that revenue grew in the third quarter while costs fell and the team shipped "
+         "two products on time although the audit found a small gap in the records of the northern office").split()
+
+
+class Probe:
+    """A fixed random linear read-out at one layer (speed does not depend on the direction)."""
+
+    def __init__(self, d: int, layer: int) -> None:
+        self.coef_ = torch.randn(d, generator=torch.Generator().manual_seed(0))
+        self.bias_ = 0.0
+        self.n_features_in_ = d
+        self.meta_ = {"layer": layer, "hook": "resid_post"}
+
+    def decision_function(self, X: torch.Tensor) -> torch.Tensor:
+        return X @ self.coef_ + self.bias_
+
+
+def transcripts(n: int, seed: int = 0):
+    """Chats of a system prompt, a question and a 40-200 word answer."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30)))
+        a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(40, 200)))
+        out.append(scoring.Transcript(f"b{i}", [scoring.Message("system", "You are a helpful assistant."),
+                                                scoring.Message("user", q.capitalize() + "?"),
+                                                scoring.Message("assistant", a.capitalize() + ".")],
+                                      label=i % 2))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=96)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--layers", default="11,6")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scoring.json"))
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    model = random_gpt2(seed=0)
+    data = transcripts(args.n)
+    tok = model.tokenizer
+    encs = scoring.encode_all(tok, scoring.TranscriptSet(data, [], "bench"), ("assistant",), "auto",
+                              model.cfg.n_ctx, "skip", strict=False)
+    plan = scoring.plan_batches([len(e.ids) for e in encs], args.batch_size, 16384)
+    batches = [pad_batch([encs[i].ids for i in b], tok.pad_token_id) for b in plan]
+    real_tokens = sum(len(e.ids) for e in encs)
+    padded_tokens = sum(int(ids.numel()) for ids, _ in batches)
+    results = {"config": {"model": "GPT-2-small shape, random weights (12 layers, d=768)", "n_transcripts": args.n,
+                          "real_tokens": real_tokens, "padded_tokens": padded_tokens, "batch_size": args.batch_size,
+                          "repeats": args.repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "device": "cpu", "machine": platform.machine(), "python": platform.python_version()},
+               "layers": {}}
+
+    def bare(stop):
+        with torch.inference_mode():
+            for ids, mask in batches:
+                model(ids, attention_mask=mask, stop_at_layer=stop)
+
+    for layer in [int(x) for x in args.layers.split(",")]:
+        probe = Probe(model.cfg.d_model, layer)
+        times = {"score": [], "bare_full": [], "bare_stop": []}
+        with tempfile.TemporaryDirectory() as tmp:
+            scoring.score_transcripts(model, probe, data[:8], progress=False)  # warm-up
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                scoring.score_transcripts(model, probe, data, out=Path(tmp) / "s.jsonl", batch_size=args.batch_size,
+                                          progress=False)
+                times["score"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                bare(None)
+                times["bare_full"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                bare(layer + 1 if layer + 1 < model.cfg.n_layers else None)
+                times["bare_stop"].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        tps = {k: real_tokens / v for k, v in med.items()}
+        results["layers"][str(layer)] = {
+            "seconds_median": med, "seconds_all": times, "tokens_per_s": tps,
+            "ratio_vs_bare_full": tps["score"] / tps["bare_full"],
+            "ratio_vs_bare_stop": tps["score"] / tps["bare_stop"]}
+        print(f"layer {layer}: scoring {tps['score']:,.0f} tok/s, bare full forward {tps['bare_full']:,.0f} tok/s "
+              f"({tps['score'] / tps['bare_full']:.2f}x), bare forward stopped at the layer {tps['bare_stop']:,.0f} tok/s "
+              f"({tps['score'] / tps['bare_stop']:.2f}x)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
