@@ -218,7 +218,7 @@ def planted_probe(tiny_model, tmp_path_factory):
     assert len(ids) == acts.acts.shape[0]
     keep = [k for k, i in enumerate(ids) if i in lie_ids or i in honest_ids]
     y = np.array([0 if ids[k] in lie_ids else 1 for k in keep])
-    probe = LogisticProbe().fit(acts.layer(LAYER)[keep], y)
+    probe = LogisticProbe(C=1.0).fit(acts.layer(LAYER)[keep], y)
     path = tmp_path_factory.mktemp("probe") / "planted"
     probe.save(path, meta={"model_id": model_id(tiny_model), "hook": "resid_post", "layer": LAYER, "position": "all"})
     return path
