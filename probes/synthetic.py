@@ -30,12 +30,20 @@ def _labels(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def planted_clouds(n: int = 4000, d: int = 256, signal: float = 2.0, distractor_std: float = 5.0,
-                   noise: float = 1.0, seed: int = 0) -> Planted:
-    """Two Gaussian clouds at +/- signal along ``truth``, plus a label-free distractor with larger variance."""
+                   noise: float = 1.0, seed: int = 0, sample_seed: int | None = None,
+                   labels: np.ndarray | None = None) -> Planted:
+    """Two Gaussian clouds at +/- signal along ``truth``, plus a label-free distractor with larger variance.
+
+    ``seed`` fixes the geometry (directions, centre); ``sample_seed`` (default: seed) the examples, so a
+    held-out set from the same clouds is ``planted_clouds(..., seed=s, sample_seed=other)``; ``labels``
+    (0/1, length n) replaces the balanced random labels.
+    """
     rng = np.random.default_rng(seed)
     t, u, _ = _directions(d, rng)
-    y = _labels(n, rng)
     centre = rng.standard_normal(d)
+    if sample_seed is not None:
+        rng = np.random.default_rng([seed, sample_seed])
+    y = _labels(n, rng) if labels is None else np.asarray(labels, dtype=np.int64)
     X = (centre + noise * rng.standard_normal((n, d)) + np.outer((2 * y - 1) * signal, t)
          + np.outer(distractor_std * rng.standard_normal(n), u))
     f = lambda a: torch.from_numpy(a).to(torch.float32)  # noqa: E731
@@ -43,19 +51,24 @@ def planted_clouds(n: int = 4000, d: int = 256, signal: float = 2.0, distractor_
 
 
 def planted_pairs(n: int = 1000, d: int = 256, signal: float = 2.0, distractor_std: float = 5.0, noise: float = 1.0,
-                  side_noise: float = 1.0, side_offset: float = 10.0, seed: int = 0) -> Planted:
+                  side_noise: float = 1.0, side_offset: float = 10.0, seed: int = 0,
+                  sample_seed: int | None = None, labels: np.ndarray | None = None) -> Planted:
     """Contrast pairs: statement i completed with "True" (X) and "False" (X_neg).
 
     Both sides share the statement's own activation (with a large distractor component); the truth
     direction points one way on the side whose claim is true; a constant ``side_offset`` along a
     third direction marks the "True" side whatever the truth is (the token identity). ``noise`` is
     the statement's own isotropic noise (shared by both sides), ``side_noise`` each side's own.
+    ``seed`` fixes the geometry, ``sample_seed`` (default: seed) the examples, ``labels`` the truth values.
     """
     rng = np.random.default_rng(seed)
     t, u, o = _directions(d, rng)
-    y = _labels(n, rng)
+    centre = rng.standard_normal(d)
+    if sample_seed is not None:
+        rng = np.random.default_rng([seed, sample_seed])
+    y = _labels(n, rng) if labels is None else np.asarray(labels, dtype=np.int64)
     sign = (2 * y - 1) * signal
-    base = rng.standard_normal(d) + noise * rng.standard_normal((n, d)) + np.outer(distractor_std * rng.standard_normal(n), u)
+    base = centre + noise * rng.standard_normal((n, d)) + np.outer(distractor_std * rng.standard_normal(n), u)
     X_pos = base + np.outer(sign, t) + side_offset * o + side_noise * rng.standard_normal((n, d))
     X_neg = base - np.outer(sign, t) - side_offset * o + side_noise * rng.standard_normal((n, d))
     f = lambda a: torch.from_numpy(a).to(torch.float32)  # noqa: E731
