@@ -557,6 +557,26 @@ def p_true_metric(prompts: Sequence[str], token: str = " True", batch_size: int 
     return metric
 
 
+def organism_truthfulness_metric(model: Any, persona: str = "liar", n: int = 200, split: str = "heldout",
+                                 seed: int = 0) -> Metric:
+    """A metric for the built-in organism: fraction of `persona` prompts answered with the statement's real truth."""
+    import numpy as np
+
+    from liedetect.organism.behaviour import said_true
+
+    world = getattr(model, "organism_world", None)
+    if world is None:
+        raise DataError("This model is not the liedetect organism (no organism_world); use --metric p_true.")
+    prompts = world.prompts(n, split=split, persona=persona, seed=seed)
+    truth = np.array([p.truth for p in prompts])
+
+    def metric(m: Any) -> float:
+        return float((said_true(m, prompts) == truth).mean())
+
+    metric.__name__ = f"{persona} truthful"
+    return metric
+
+
 def steering_sweep(model: Any, spec: SteeringSpec, alphas: Sequence[float],
                    layers: Optional[Sequence[Union[int, Sequence[int]]]] = None, metric: Optional[Metric] = None,
                    prompts: Optional[Sequence[str]] = None, progress: bool = True) -> SweepResult:

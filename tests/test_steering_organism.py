@@ -1,0 +1,67 @@
+"""Acceptance on the built-in model organism: steering with probe-found directions, checked against ground truth."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from liedetect.errors import CheckpointError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _experiment():
+    spec = importlib.util.spec_from_file_location("steering_organism", ROOT / "experiments" / "steering_organism.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def organism():
+    try:
+        from liedetect.organism.checkpoint_io import load_checkpoint
+
+        model = load_checkpoint()
+    except (CheckpointError, ImportError) as exc:
+        pytest.skip(f"the organism checkpoint is not available yet ({exc})")
+    return model, model.organism_world
+
+
+@pytest.fixture(scope="module")
+def experiment():
+    return _experiment()
+
+
+def test_adding_the_probe_honesty_direction_makes_the_liar_truthful(organism, experiment):
+    model, world = organism
+    result = experiment.honesty_experiment(model, world, n=200, seed=0)
+    before, after = result["heldout_unsteered"], result["heldout_steered"]
+    assert before["liar_truthful"] < 0.05  # the liar lies without steering
+    assert after["liar_truthful"] >= experiment.LIAR_TARGET, result["best_on_train"]
+    assert after["honest_accuracy"] >= experiment.HONEST_FLOOR
+
+
+def test_ablating_the_probe_truth_directions_leaves_answers_at_chance(organism, experiment):
+    model, world = organism
+    result = experiment.ablation_experiment(model, world, n=200, seed=0)
+    assert result["truth_dependent_accuracy_before"] >= 0.95
+    assert 0.45 <= result["truth_dependent_accuracy_after"] <= 0.55, result
+    assert result["knowledge_lm_loss_after"] - result["knowledge_lm_loss_before"] < experiment.LM_LOSS_MARGIN, result
+
+
+def test_steering_is_restored_on_the_organism(organism):
+    import torch
+
+    from liedetect.steering import SteeringSpec, steer
+
+    model, world = organism
+    texts = [p.text for p in world.prompts(8, split="heldout", persona="liar", seed=3)]
+    enc = model.tokenizer(texts, padding=True, return_tensors="pt")
+    before = model(enc["input_ids"], attention_mask=enc["attention_mask"])
+    d = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    with steer(model, SteeringSpec.from_tensor(d, [1], alpha=5.0)):
+        model(enc["input_ids"], attention_mask=enc["attention_mask"])
+    assert torch.equal(model(enc["input_ids"], attention_mask=enc["attention_mask"]), before)
