@@ -268,6 +268,17 @@ def _same(a: Any, b: Any) -> bool:
     return str(a) == str(b)
 
 
+def check_expect(meta: dict[str, Any], expect: dict[str, Any] | None, name: str = "probe") -> None:
+    """Raise ProbeError naming both values for every ``expect`` key whose value differs from ``meta``."""
+    if not expect:
+        return
+    wrong = [(k, meta.get(k, "<not recorded>"), v) for k, v in expect.items() if v is not None and not (k in meta and _same(meta[k], v))]
+    if wrong:
+        trained = ", ".join(f"{k}={a!r}" for k, a, _ in wrong)
+        wanted = ", ".join(f"{k}={b!r}" for k, _, b in wrong)
+        raise ProbeError(f"Probe {name} was trained with {trained} but is being used with {wanted}; use a probe trained for this model, hook and layer.")
+
+
 def load(path: str | Path, expect: dict[str, Any] | None = None) -> Probe:
     """Load a saved probe; with ``expect`` (e.g. model_id, hook, layer), refuse one trained elsewhere."""
     import probes.registry  # noqa: F401  (fills REGISTRY)
@@ -283,12 +294,7 @@ def load(path: str | Path, expect: dict[str, Any] | None = None) -> Probe:
         raise ProbeError(f"{js_path} is not a liedetect probe file (format={sidecar.get('format')!r}).")
     meta = dict(sidecar.get("meta") or {})
     meta.setdefault("d_model", sidecar.get("d_model"))
-    if expect:
-        wrong = [(k, meta.get(k, "<not recorded>"), v) for k, v in expect.items() if v is not None and not (k in meta and _same(meta[k], v))]
-        if wrong:
-            trained = ", ".join(f"{k}={a!r}" for k, a, _ in wrong)
-            wanted = ", ".join(f"{k}={b!r}" for k, _, b in wrong)
-            raise ProbeError(f"Probe {js_path.name} was trained with {trained} but is being used with {wanted}; use a probe trained for this model, hook and layer.")
+    check_expect(meta, expect, js_path.name)
     cls = REGISTRY.get(sidecar.get("method"))
     if cls is None:
         raise ProbeError(f"{js_path} uses unknown probe method {sidecar.get('method')!r}; known: {', '.join(sorted(REGISTRY))}.")

@@ -39,20 +39,23 @@ def ccs_loss(zp: torch.Tensor, zn: torch.Tensor, W: torch.Tensor, b: torch.Tenso
     return consistency + confidence
 
 
-def ccs_grad(Z: torch.Tensor, n: int, W: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ccs_grad(Z: torch.Tensor, n: int, W: torch.Tensor, b: torch.Tensor,
+             ZT: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss [R] and its exact gradients (dW [R, d], db [R]) for R probes; Z = cat(z_pos, z_neg) [2n, d].
 
     Written out by hand (two matrix products per step) because autograd's bookkeeping costs more
     than the arithmetic at these sizes; ``tests/test_probes_ccs.py`` checks it against autograd.
+    Logits are laid out [R, 2n] (``ZT`` = Z.T made contiguous once), which BLAS runs faster for small R.
     """
-    P = torch.sigmoid(torch.addmm(b, Z, W.T))  # [2n, R]
-    pp, pn = P[:n], P[n:]
+    ZT = Z.T.contiguous() if ZT is None else ZT
+    P = torch.sigmoid(torch.addmm(b[:, None], W, ZT))  # [R, 2n]
+    pp, pn = P[:, :n], P[:, n:]
     c = pp + pn - 1.0
     m = torch.minimum(pp, pn)
-    loss = (c.square() + m.square()).mean(0)
+    loss = (c.square() + m.square()).mean(1)
     pos_lower = (pp <= pn).to(P.dtype)
-    g = torch.cat([c + m * pos_lower, c + m * (1.0 - pos_lower)]).mul_(2.0 / n).mul_(P * (1.0 - P))  # dloss/dlogit
-    return loss, g.T @ Z, g.sum(0)
+    g = torch.cat([c + m * pos_lower, c + m * (1.0 - pos_lower)], dim=1).mul_(2.0 / n).mul_(P * (1.0 - P))  # dloss/dlogit
+    return loss, g @ Z, g.sum(1)
 
 
 def train_ccs(zp: torch.Tensor, zn: torch.Tensor, W0: torch.Tensor, b0: torch.Tensor, n_steps: int,
@@ -65,12 +68,13 @@ def train_ccs(zp: torch.Tensor, zn: torch.Tensor, W0: torch.Tensor, b0: torch.Te
     """
     n = zp.shape[0]
     Z = torch.cat([zp, zn])
+    ZT = Z.T.contiguous()
     W, b = W0.clone(), b0.clone()
     mW, vW, mb, vb = torch.zeros_like(W), torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(b)
     b1, b2 = betas
     curves = torch.empty(n_steps, W.shape[0], device=W.device)
     for step in range(1, n_steps + 1):
-        loss, gW, gb = ccs_grad(Z, n, W, b)
+        loss, gW, gb = ccs_grad(Z, n, W, b, ZT)
         curves[step - 1] = loss
         W.mul_(1.0 - lr * weight_decay)
         b.mul_(1.0 - lr * weight_decay)

@@ -103,15 +103,19 @@ class SweepResult:
 
         return plot_sweep(self, path, metric)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything ``save`` writes to sweep.json, as plain JSON values."""
+        doc = {"config": self.config, "methods": self.methods, "layers": self.layers, "chance": self.chance,
+               "title": self.title, "best_layer": {m: self.best_layer(m) for m in self.methods},
+               "table": self.table(), "rows": self.rows}
+        return _jsonable(doc)
+
     def save(self, directory: str | Path, plot: bool = True) -> dict[str, Path]:
         """Write sweep.json (config, rows, best layers), sweep.csv (rows) and sweep.png; return the paths."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        doc = {"config": self.config, "methods": self.methods, "layers": self.layers, "chance": self.chance,
-               "title": self.title, "best_layer": {m: self.best_layer(m) for m in self.methods},
-               "table": self.table(), "rows": self.rows}
         paths = {"json": d / "sweep.json", "csv": d / "sweep.csv"}
-        paths["json"].write_text(json.dumps(_jsonable(doc), indent=1) + "\n")
+        paths["json"].write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         with paths["csv"].open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(COLUMNS), extrasaction="ignore")
             writer.writeheader()
