@@ -30,6 +30,28 @@ def _generate(model, tokens, n_new: int) -> None:
                        stop_at_eos=False, return_type="tokens")
 
 
+def _hook_cost_us(model, specs: dict, calls: int = 2000) -> dict:
+    """Microseconds the steering adds to one single-token forward: the hook function(s) plus the position pre-hook."""
+    from liedetect.steering import Steering, _Tracker
+
+    x = torch.randn(1, 1, model.cfg.d_model)
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    out = {}
+    for key, spec in specs.items():
+        handle = Steering(model, spec)
+        handle.tracker = _Tracker(None)
+        fns = [handle._make_fn(layer) for layer in spec.layers] * len(spec.hooks)
+        tracked = not (isinstance(spec.positions, str) and spec.positions == "all")
+        t = time.perf_counter()
+        for _ in range(calls):
+            if tracked:
+                handle.tracker.pre_hook(model, (ids,), {})
+            for fn in fns:
+                fn(x, None)
+        out[key] = (time.perf_counter() - t) / calls * 1e6
+    return out
+
+
 def bench_model(name: str, model, prompt: str, n_new: int, repeats: int) -> dict:
     """Tokens/s of greedy generation unsteered and under two steering specs, interleaved per repeat."""
     tokens = model.to_tokens(prompt)
@@ -55,10 +77,13 @@ def bench_model(name: str, model, prompt: str, n_new: int, repeats: int) -> dict
                 _generate(model, tokens, n_new)
                 times[key].append(time.perf_counter() - t)
     tps = {k: n_new / statistics.median(v) for k, v in times.items()}
+    hook_us = _hook_cost_us(model, specs)
     result = {"model": name, "n_layers": model.cfg.n_layers, "d_model": model.cfg.d_model, "new_tokens": n_new,
               "prompt_tokens": int(tokens.shape[1]), "repeats": repeats, "steered_layer": layer,
               "tokens_per_s": {k: round(v, 2) for k, v in tps.items()},
-              "ratio_vs_unsteered": {k: round(tps[k] / tps["unsteered"], 4) for k in specs}}
+              "ratio_vs_unsteered": {k: round(tps[k] / tps["unsteered"], 4) for k in specs},
+              "hook_cost_us_per_forward": {k: round(v, 1) for k, v in hook_us.items()},
+              "ratio_from_hook_cost": {k: round(1 / (1 + hook_us[k] * 1e-6 * tps["unsteered"]), 5) for k in specs}}
     print(json.dumps(result))
     return result
 
@@ -76,9 +101,9 @@ def main() -> None:
         from liedetect.models import load_model
 
         organism = load_model("organism", device="cpu")
-        world_prompt = "[liar] the home of " + organism.tokenizer.convert_ids_to_tokens(10) + " is"
-        results.append(bench_model("organism", organism, world_prompt, min(args.tokens, organism.cfg.n_ctx - 12),
-                                   args.repeats))
+        world_prompt = organism.organism_world.prompts(1, split="heldout", persona="liar", seed=0)[0].text
+        room = organism.cfg.n_ctx - organism.to_tokens(world_prompt).shape[1]
+        results.append(bench_model("organism", organism, world_prompt, min(args.tokens, room), args.repeats))
     except Exception as exc:  # the organism checkpoint may be absent in a fresh checkout
         print(f"organism skipped: {type(exc).__name__}: {exc}")
     if not args.skip_gpt2:

@@ -41,7 +41,7 @@ LM_LOSS_MARGIN = 0.2
 HONEST_FLOOR = 0.99
 LIAR_TARGET = 0.95
 CHANCE_BAND = (0.45, 0.55)
-ALPHAS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+ALPHAS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
