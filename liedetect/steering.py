@@ -290,7 +290,10 @@ def residual_norms(model: Any, layers: Sequence[int], texts: Optional[Sequence[s
     """Median L2 norm of the residual stream per token at each layer, measured on `texts`."""
     from liedetect.activations import extract
 
-    acts = extract(model, list(texts or NORM_TEXTS), layers=list(layers), position="all", hook=hook, progress=False)
+    if not texts:
+        world = getattr(model, "organism_world", None)  # the organism speaks its own language, not English
+        texts = [p.text for p in world.prompts(16, split="train", seed=0)] if world is not None else NORM_TEXTS
+    acts = extract(model, list(texts), layers=list(layers), position="all", hook=hook, progress=False)
     return {layer: float(acts.layer(layer).norm(dim=-1).median()) for layer in layers}
 
 
