@@ -2,7 +2,7 @@
 ranges, batched forward stopped at the probe layer, probe, JSONL streamed to disk) against a bare forward
 over the same padded batches. GPT-2-small shape, random weights.
 
-    python benchmarks/bench_scoring.py [--n 96] [--repeats 3] [--layers 11,6]
+    python benchmarks/bench_scoring.py [--n 48] [--max-words 120] [--repeats 3] [--layers 11,5]
 
 Baselines, each over exactly the batches the scorer forms:
 - bare_full: ``model(ids, attention_mask=mask)``, all 12 blocks and the unembedding (what reading a transcript costs).
@@ -50,13 +50,13 @@ class Probe:
         return X @ self.coef_ + self.bias_
 
 
-def transcripts(n: int, seed: int = 0):
-    """Chats of a system prompt, a question and a 40-200 word answer."""
+def transcripts(n: int, seed: int = 0, max_words: int = 120):
+    """Chats of a system prompt, a question and a 20-`max_words` word answer."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30)))
-        a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(40, 200)))
+        a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, max_words)))
         out.append(scoring.Transcript(f"b{i}", [scoring.Message("system", "You are a helpful assistant."),
                                                 scoring.Message("user", q.capitalize() + "?"),
                                                 scoring.Message("assistant", a.capitalize() + ".")],
@@ -66,16 +66,17 @@ def transcripts(n: int, seed: int = 0):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=96)
+    ap.add_argument("--n", type=int, default=48)
+    ap.add_argument("--max-words", type=int, default=120)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--layers", default="11,6")
+    ap.add_argument("--layers", default="11,5")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "scoring.json"))
     args = ap.parse_args()
 
     torch.manual_seed(0)
     model = random_gpt2(seed=0)
-    data = transcripts(args.n)
+    data = transcripts(args.n, max_words=args.max_words)
     tok = model.tokenizer
     encs = scoring.encode_all(tok, scoring.TranscriptSet(data, [], "bench"), ("assistant",), "auto",
                               model.cfg.n_ctx, "skip", strict=False)
