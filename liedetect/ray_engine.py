@@ -93,7 +93,8 @@ def ray_runner(model: Any, probe: Any, layer: int, hook: str, aggregate: str, mo
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), 4 * n))
         ds = ds.map_batches(_ScoreActor, fn_constructor_args=(factory, probe, layer, hook, aggregate,
                                                              threads_per_actor or int(cpus_per_actor) or 1),
-                            batch_size=1, compute=ray.data.ActorPoolStrategy(size=n), num_cpus=cpus_per_actor, num_gpus=gpus or None)
+                            batch_size=1, compute=ray.data.ActorPoolStrategy(size=n), num_cpus=cpus_per_actor,
+                            num_gpus=gpus or None)
         expected = 0
         for row in ds.iter_rows():
             if int(row["k"]) != expected:

@@ -159,7 +159,8 @@ def render_html(records: Sequence[Dict[str, Any]], summary: Optional[Dict[str, A
     scale = float(np.quantile(np.abs(all_tokens - centre), 0.98)) or 1.0
 
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{CSS}</style><script>{JS}</script></head><body>", f"<h1>{html.escape(title)}</h1>", "<p id='status' class='meta'>(static view: scripts did not run)</p>"]
+             f"<style>{CSS}</style><script>{JS}</script></head><body>", f"<h1>{html.escape(title)}</h1>",
+             "<p id='status' class='meta'>(static view: scripts did not run)</p>"]
     settings = summary.get("settings") or {}
     if settings:
         parts.append("<p class='meta'>" + html.escape(", ".join(f"{k}: {v}" for k, v in settings.items())) + "</p>")

@@ -15,9 +15,9 @@ Input formats
 
 Rendering (``fmt``): ``auto`` = the tokenizer's chat template when it has one, else ``plain``, the format
 of ``liedetect.datasets.render_chat``: ``"{role}: {content}\\n"`` per message; ``text`` = the contents
-joined by single spaces with no role names (for models trained on bare text, like the organism). The scored tokens of a message
-are those whose character offsets overlap the message's content in the rendered text, so template
-markup (role headers, end-of-turn tokens) is never scored.
+joined by single spaces with no role names (for models trained on bare text, like the organism).
+The scored tokens of a message are those whose character offsets overlap the message's content in the
+rendered text, so template markup (role headers, end-of-turn tokens) is never scored.
 """
 
 from __future__ import annotations
