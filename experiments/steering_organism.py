@@ -2,13 +2,15 @@
 
     .venv/bin/python experiments/steering_organism.py [--checkpoint DIR] [--n 400] [--seed 0]
 
-1. Honesty: a mass-mean probe (probes/) fitted on train-entity prompts of every persona, label
-   "the persona will answer truthfully" (1) vs "will lie" (0), read at the answer cue, gives one
-   direction per layer. Adding alpha * d (alpha in units of the layer's typical residual norm) at all
-   positions is swept over layers and alphas on *train-entity* prompts; the best setting (liar
-   truthfulness, subject to honest accuracy >= 99%) is then evaluated once on *held-out* entities.
-2. Truth: a mass-mean probe on statement truth (label 1 = true statement), one direction per layer.
-   Ablating the span of these directions after every residual write (resid_pre, resid_mid and
+1. Honesty: a mass-mean probe (probes/) fitted on train-entity prompts, honest (1) vs liar (0)
+   persona, gives one direction per layer. Three placements are swept over layers and alphas (alpha in
+   units of the probe's class-mean gap along d): read at the answer cue and added at every token after
+   each layer (RepE style); read at the persona tag and added at every token before each layer; read
+   at the persona tag and added at the tag token only. The best setting on *train-entity* prompts
+   (liar truthfulness, subject to honest accuracy >= 99%) is evaluated once on *held-out* entities.
+2. Truth: mass-mean probes on statement truth (label 1 = true statement), one direction per layer,
+   refitted under the ablation of the directions found so far (iterative nullspace projection) until
+   truth-dependent accuracy on train entities is at most 55%. Ablating the span of these directions after every residual write (resid_pre, resid_mid and
    resid_post of every layer, the placement that weight orthogonalisation reproduces) should leave
    truth-dependent answers at chance (50% +- 5%) on held-out prompts, while the language-model loss
    on knowledge sentences rises by less than LM_LOSS_MARGIN nats.
@@ -19,18 +21,20 @@ Writes experiments/results/steering_organism.json and steering_organism.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from liedetect.activations import extract  # noqa: E402
+from liedetect.activations import Marker, extract  # noqa: E402
 from liedetect.organism.behaviour import said_true  # noqa: E402
 from liedetect.orthogonalize import ablation_spec  # noqa: E402
 from liedetect.steering import SteeringSpec, steer  # noqa: E402
@@ -41,7 +45,7 @@ LM_LOSS_MARGIN = 0.2
 HONEST_FLOOR = 0.99
 LIAR_TARGET = 0.95
 CHANCE_BAND = (0.45, 0.55)
-ALPHAS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+ALPHAS = (0.5, 1.0, 1.5, 2.0, 3.0)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -53,28 +57,37 @@ def load(checkpoint: Optional[str] = None):
     return model, model.organism_world
 
 
+TAG_MARKER = "]"  # the persona tag ("[honest]" / "[liar]") is the only token with a bracket
+
+
 def fit_directions(model: Any, world: Any, label: str, n: int = 600, seed: int = 0,
-                   layers: Optional[Sequence[int]] = None) -> Dict[int, torch.Tensor]:
-    """Unit mass-mean probe directions per layer for `label` ('honesty' or 'truth'), fitted on train-entity prompts."""
+                   layers: Optional[Sequence[int]] = None, position: Any = "last",
+                   hook: str = "resid_post") -> Dict[int, Tuple[torch.Tensor, float]]:
+    """Per layer: the unit mass-mean probe direction for `label` ('honesty' or 'truth') and the class-mean gap along it.
+
+    Fitted on train-entity prompts. 'honesty' uses honest (1) vs liar (0) personas; 'truth' uses the
+    statement's truth (1 = true) over honest and liar prompts.
+    """
     from probes import MassMeanProbe
 
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    prompts = world.prompts(n, split="train", seed=seed + 1000)
+    prompts = (world.prompts(n // 2, split="train", persona="honest", seed=seed + 1000)
+               + world.prompts(n // 2, split="train", persona="liar", seed=seed + 1001))
     if label == "honesty":
-        y = torch.tensor([0 if p.lie else 1 for p in prompts])
+        y = torch.tensor([1 if p.persona == "honest" else 0 for p in prompts])
     elif label == "truth":
         y = torch.tensor([1 if p.truth else 0 for p in prompts])
     else:
         raise ValueError(f"unknown label {label!r}")
-    acts = extract(model, [p.text for p in prompts], layers=layers, position="last", progress=False)
+    acts = extract(model, [p.text for p in prompts], layers=layers, position=position, hook=hook, progress=False)
     out = {}
     for layer in layers:
-        probe = MassMeanProbe().fit(acts.layer(layer), y)
-        d = probe.direction_.float()
         x = acts.layer(layer)
-        if (x[y == 1] @ d).mean() < (x[y == 0] @ d).mean():  # point toward label 1
-            d = -d
-        out[layer] = d
+        d = MassMeanProbe().fit(x, y).direction_.float()
+        gap = float((x[y == 1].mean(0) - x[y == 0].mean(0)) @ d)
+        if gap < 0:  # point toward label 1
+            d, gap = -d, -gap
+        out[layer] = (d, gap)
     return out
 
 
@@ -88,6 +101,25 @@ def expected_rate(model: Any, prompts: Sequence[Any]) -> float:
     """Fraction of prompts answered as the persona is trained to answer (truth for honest, the opposite for liars)."""
     said = said_true(model, prompts)
     return float((said == np.array([p.expected == "True" for p in prompts])).mean())
+
+
+def steered_truthful_rate(model: Any, prompts: Sequence[Any], spec: SteeringSpec, where: str) -> float:
+    """Truthful-answer rate with `spec` applied at all tokens ('all') or only at the persona tag token ('tag')."""
+    tok = model.tokenizer
+    enc = tok([p.text for p in prompts], padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if where == "tag":
+        tags = torch.tensor(tok.convert_tokens_to_ids([t for t in ("[honest]", "[liar]")]))
+        positions = torch.isin(ids, tags)
+    else:
+        positions = mask.bool()
+    true_id, false_id = tok.convert_tokens_to_ids(["True", "False"])
+    last = mask.sum(1) - 1 if tok.padding_side != "left" else torch.full((len(prompts),), ids.shape[1] - 1)
+    with steer(model, replace(spec, positions=positions)), torch.no_grad():
+        logits = model(ids, attention_mask=mask)
+    rows = logits[torch.arange(len(prompts)), last]
+    said = (rows[:, true_id] > rows[:, false_id]).numpy()
+    return float((said == np.array([p.truth for p in prompts])).mean())
 
 
 def knowledge_loss(model: Any, world: Any, n: int = 400, seed: int = 0) -> float:
@@ -104,47 +136,87 @@ def knowledge_loss(model: Any, world: Any, n: int = 400, seed: int = 0) -> float
                                                    targets.reshape(-1), ignore_index=-100))
 
 
-def honesty_sweep(model: Any, world: Any, directions: Dict[int, torch.Tensor], n: int = 300, seed: int = 0,
-                  alphas: Sequence[float] = ALPHAS, split: str = "train") -> List[Dict[str, Any]]:
-    """Liar truthfulness and honest accuracy for each (layer, alpha), adding the honesty direction at all positions."""
+# Where the honesty direction is read and added: (probe position, hook, steered tokens).
+CONFIGS = (
+    ("last", "resid_post", "all"),      # RepE-style: read at the answer cue, add everywhere, after each layer
+    ("tag", "resid_pre", "all"),        # read at the persona tag, add everywhere, before each layer
+    ("tag", "resid_pre", "tag"),        # read at the persona tag, add at the persona tag, before each layer
+)
+
+
+def honesty_sweep(model: Any, world: Any, n: int = 300, seed: int = 0, alphas: Sequence[float] = ALPHAS,
+                  split: str = "train") -> Tuple[List[Dict[str, Any]], Dict[Tuple[str, str, int], Tuple[torch.Tensor, float]]]:
+    """Liar truthfulness and honest accuracy per (config, layer, alpha); alpha in units of the probe's class-mean gap."""
     liar = world.prompts(n, split=split, persona="liar", seed=seed + 7)
     honest = world.prompts(n, split=split, persona="honest", seed=seed + 8)
-    rows = []
-    for layer, d in directions.items():
-        spec = SteeringSpec.from_tensor(d, [layer], scale="norm").calibrate(model, [p.text for p in honest[:64]])
-        for alpha in alphas:
-            with steer(model, spec, alpha=alpha):
-                rows.append({"layer": layer, "alpha": alpha, "liar_truthful": truthful_rate(model, liar),
-                             "honest_accuracy": truthful_rate(model, honest)})
-    return rows
+    rows, directions = [], {}
+    for read_at, hook, where in CONFIGS:
+        position = Marker(TAG_MARKER) if read_at == "tag" else "last"
+        for layer, (d, gap) in fit_directions(model, world, "honesty", n=2 * n, seed=seed, position=position,
+                                              hook=hook).items():
+            directions[(read_at, hook, layer)] = (d, gap)
+            for alpha in alphas:
+                spec = SteeringSpec.from_tensor(d, [layer], alpha=alpha * gap, hook=hook)
+                rows.append({"read_at": read_at, "hook": hook, "steer_at": where, "layer": layer, "alpha": alpha,
+                             "liar_truthful": steered_truthful_rate(model, liar, spec, where),
+                             "honest_accuracy": steered_truthful_rate(model, honest, spec, where)})
+    return rows, directions
 
 
-def pick_best(rows: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """Highest liar truthfulness among settings keeping honest accuracy >= 99% (else the best of the rest)."""
-    ok = [r for r in rows if r["honest_accuracy"] >= HONEST_FLOOR] or list(rows)
+def pick_best(rows: Sequence[Dict[str, Any]], honest_floor: float = HONEST_FLOOR) -> Dict[str, Any]:
+    """Highest liar truthfulness among settings keeping honest accuracy >= honest_floor (else the best of the rest)."""
+    ok = [r for r in rows if r["honest_accuracy"] >= honest_floor] or list(rows)
     return max(ok, key=lambda r: (r["liar_truthful"], r["honest_accuracy"], -r["alpha"]))
 
 
 def honesty_experiment(model: Any, world: Any, n: int = 300, seed: int = 0) -> Dict[str, Any]:
-    """Choose layer and alpha on train entities, then measure on held-out entities."""
-    directions = fit_directions(model, world, "honesty", n=2 * n, seed=seed)
-    rows = honesty_sweep(model, world, directions, n=n, seed=seed)
-    best = pick_best(rows)
-    spec = SteeringSpec.from_tensor(directions[best["layer"]], [best["layer"]], scale="norm", alpha=best["alpha"])
+    """Choose where and how much to add on train entities, then measure once on held-out entities."""
+    rows, directions = honesty_sweep(model, world, n=n, seed=seed)
+    train_honest = truthful_rate(model, world.prompts(n, split="train", persona="honest", seed=seed + 8))
+    floor = min(HONEST_FLOOR, train_honest - 0.01)  # do not ask steering to beat the unsteered model
+    best = pick_best(rows, floor)
+    d, gap = directions[(best["read_at"], best["hook"], best["layer"])]
+    spec = SteeringSpec.from_tensor(d, [best["layer"]], alpha=best["alpha"] * gap, hook=best["hook"])
     liar = world.prompts(n, split="heldout", persona="liar", seed=seed + 11)
     honest = world.prompts(n, split="heldout", persona="honest", seed=seed + 12)
-    spec.calibrate(model, [p.text for p in world.prompts(64, split="train", persona="honest", seed=seed + 8)])
     before = {"liar_truthful": truthful_rate(model, liar), "honest_accuracy": truthful_rate(model, honest)}
-    with steer(model, spec):
-        after = {"liar_truthful": truthful_rate(model, liar), "honest_accuracy": truthful_rate(model, honest)}
-    return {"selection_rows": rows, "best_on_train": best, "heldout_unsteered": before, "heldout_steered": after,
-            "spec": spec.summary(), "n": n}
+    after = {"liar_truthful": steered_truthful_rate(model, liar, spec, best["steer_at"]),
+             "honest_accuracy": steered_truthful_rate(model, honest, spec, best["steer_at"])}
+    best_per_config = {f"{r}/{h}/{w}": pick_best([x for x in rows if (x["read_at"], x["hook"], x["steer_at"]) == (r, h, w)], floor)
+                       for r, h, w in CONFIGS}
+    return {"selection_rows": rows, "best_on_train": best, "best_on_train_per_config": best_per_config,
+            "heldout_unsteered": before, "heldout_steered": after, "spec": spec.summary() + f" at {best['steer_at']} tokens",
+            "n": n}
+
+
+def truth_subspace(model: Any, world: Any, n: int = 300, seed: int = 0, target: float = CHANCE_BAND[1],
+                   max_rounds: int = 8) -> Tuple[torch.Tensor, List[Dict[str, Any]]]:
+    """Iterative nullspace projection with mass-mean truth probes: add each layer's probe direction, ablate, refit.
+
+    Stops once truth-dependent accuracy on train-entity prompts is at most `target`; returns the
+    orthonormal basis of the ablated span and one log row per round.
+    """
+    check = (world.prompts(n // 2, split="train", persona="honest", seed=seed + 31)
+             + world.prompts(n // 2, split="train", persona="liar", seed=seed + 32))
+    rows: List[Dict[str, Any]] = []
+    basis = torch.zeros(0, model.cfg.d_model)
+    for round_ in range(max_rounds):
+        context = steer(model, ablation_spec(basis, model)) if len(basis) else contextlib.nullcontext()
+        with context:
+            found = fit_directions(model, world, "truth", n=2 * n, seed=seed + round_)
+        rows_new = torch.stack([found[layer][0] for layer in sorted(found)])
+        basis = torch.linalg.qr(torch.cat([basis, rows_new]).T.double())[0].T.float()
+        with steer(model, ablation_spec(basis, model)):
+            acc = expected_rate(model, check)
+        rows.append({"round": round_, "k": int(basis.shape[0]), "train_truth_dependent_accuracy": acc})
+        if acc <= target:
+            break
+    return basis, rows
 
 
 def ablation_experiment(model: Any, world: Any, n: int = 300, seed: int = 0) -> Dict[str, Any]:
-    """Ablate the per-layer truth directions after every residual write; truth-dependent accuracy and LM loss."""
-    directions = fit_directions(model, world, "truth", n=2 * n, seed=seed)
-    basis = torch.stack([directions[layer] for layer in sorted(directions)])
+    """Ablate the probe-found truth subspace after every residual write; truth-dependent accuracy and LM loss (held-out)."""
+    basis, rounds = truth_subspace(model, world, n=n, seed=seed)
     spec = ablation_spec(basis, model)
     prompts = (world.prompts(n, split="heldout", persona="honest", seed=seed + 21)
                + world.prompts(n, split="heldout", persona="liar", seed=seed + 22))
@@ -154,7 +226,7 @@ def ablation_experiment(model: Any, world: Any, n: int = 300, seed: int = 0) -> 
         acc_after = expected_rate(model, prompts)
         loss_after = knowledge_loss(model, world, seed=seed)
         said = said_true(model, prompts)
-    return {"k_directions": int(basis.shape[0]), "hooks": list(spec.hooks), "n_prompts": len(prompts),
+    return {"k_directions": int(basis.shape[0]), "rounds": rounds, "hooks": list(spec.hooks), "n_prompts": len(prompts),
             "truth_dependent_accuracy_before": acc_before, "truth_dependent_accuracy_after": acc_after,
             "said_true_rate_after": float(said.mean()), "knowledge_lm_loss_before": loss_before,
             "knowledge_lm_loss_after": loss_after, "lm_loss_margin": LM_LOSS_MARGIN}
@@ -180,17 +252,19 @@ def plot(result: Dict[str, Any], path: Path) -> Path:
 
     rows = result["honesty"]["selection_rows"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for layer in sorted({r["layer"] for r in rows}):
-        sub = sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["alpha"])
-        axes[0].plot([r["alpha"] for r in sub], [r["liar_truthful"] for r in sub], marker="o", label=f"layer {layer}")
-        axes[1].plot([r["alpha"] for r in sub], [r["honest_accuracy"] for r in sub], marker="o", label=f"layer {layer}")
+    keys = sorted({(r["read_at"], r["hook"], r["steer_at"], r["layer"]) for r in rows})
+    for key in keys:
+        sub = sorted((r for r in rows if (r["read_at"], r["hook"], r["steer_at"], r["layer"]) == key), key=lambda r: r["alpha"])
+        label = f"{key[0]}->{key[2]} {key[1]} L{key[3]}"
+        axes[0].plot([r["alpha"] for r in sub], [r["liar_truthful"] for r in sub], marker=".", label=label)
+        axes[1].plot([r["alpha"] for r in sub], [r["honest_accuracy"] for r in sub], marker=".", label=label)
     axes[0].axhline(LIAR_TARGET, color="grey", linestyle="--")
     axes[1].axhline(HONEST_FLOOR, color="grey", linestyle="--")
     axes[0].set_title("liar persona: truthful answers")
     axes[1].set_title("honest persona: accuracy")
     for ax in axes:
-        ax.set_xlabel("alpha (x typical residual norm)")
-        ax.legend(fontsize=7)
+        ax.set_xlabel("alpha (x honest-liar class-mean gap)")
+        ax.legend(fontsize=5, ncol=2)
     fig.suptitle("adding the probe's honesty direction (train entities)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
