@@ -386,6 +386,8 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
     if len(result.problems) > 10:
         err_console.print(f"[yellow]skipped[/] {len(result.problems) - 10} more lines (all listed in {summary_path})")
     print_table("messages by group", result.summary_rows())
+    if result.calibration and result.metrics and (result.metrics.n_honest or result.metrics.n_deceptive):
+        print_table("at threshold", [result.metrics.confusion])
     console.print(result.summary())
     if html_out is not None:
         write_report(result.records, html_out, result.to_dict(), title=f"liedetect: {transcripts.name}")

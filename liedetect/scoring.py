@@ -720,7 +720,7 @@ class ScoringResult:
     def summary(self) -> str:
         """A few lines for the terminal."""
         lines = [f"{len(self.records)} transcripts scored ({self.n_new} now, {self.n_resumed} resumed), "
-                 f"{len(self.problems)} lines skipped, {self.tokens_per_s:,.0f} tokens/s"]
+                 f"{len(self.problems)} line(s) skipped, {self.tokens_per_s:,.0f} tokens/s"]
         if self.calibration:
             lines.append(self.calibration.summary())
         if self.metrics and (self.metrics.n_honest or self.metrics.n_deceptive):
