@@ -145,12 +145,12 @@ CONFIGS = (
 
 
 def honesty_sweep(model: Any, world: Any, n: int = 300, seed: int = 0, alphas: Sequence[float] = ALPHAS,
-                  split: str = "train") -> Tuple[List[Dict[str, Any]], Dict[Tuple[str, str, int], Tuple[torch.Tensor, float]]]:
+                  split: str = "train", configs: Sequence[Tuple[str, str, str]] = CONFIGS) -> Tuple[List[Dict[str, Any]], Dict[Tuple[str, str, int], Tuple[torch.Tensor, float]]]:
     """Liar truthfulness and honest accuracy per (config, layer, alpha); alpha in units of the probe's class-mean gap."""
     liar = world.prompts(n, split=split, persona="liar", seed=seed + 7)
     honest = world.prompts(n, split=split, persona="honest", seed=seed + 8)
     rows, directions = [], {}
-    for read_at, hook, where in CONFIGS:
+    for read_at, hook, where in configs:
         position = Marker(TAG_MARKER) if read_at == "tag" else "last"
         for layer, (d, gap) in fit_directions(model, world, "honesty", n=2 * n, seed=seed, position=position,
                                               hook=hook).items():
@@ -169,9 +169,10 @@ def pick_best(rows: Sequence[Dict[str, Any]], honest_floor: float = HONEST_FLOOR
     return max(ok, key=lambda r: (r["liar_truthful"], r["honest_accuracy"], -r["alpha"]))
 
 
-def honesty_experiment(model: Any, world: Any, n: int = 300, seed: int = 0) -> Dict[str, Any]:
+def honesty_experiment(model: Any, world: Any, n: int = 300, seed: int = 0, alphas: Sequence[float] = ALPHAS,
+                       configs: Sequence[Tuple[str, str, str]] = CONFIGS) -> Dict[str, Any]:
     """Choose where and how much to add on train entities, then measure once on held-out entities."""
-    rows, directions = honesty_sweep(model, world, n=n, seed=seed)
+    rows, directions = honesty_sweep(model, world, n=n, seed=seed, alphas=alphas, configs=configs)
     train_honest = truthful_rate(model, world.prompts(n, split="train", persona="honest", seed=seed + 8))
     floor = min(HONEST_FLOOR, train_honest - 0.01)  # do not ask steering to beat the unsteered model
     best = pick_best(rows, floor)
@@ -183,7 +184,7 @@ def honesty_experiment(model: Any, world: Any, n: int = 300, seed: int = 0) -> D
     after = {"liar_truthful": steered_truthful_rate(model, liar, spec, best["steer_at"]),
              "honest_accuracy": steered_truthful_rate(model, honest, spec, best["steer_at"])}
     best_per_config = {f"{r}/{h}/{w}": pick_best([x for x in rows if (x["read_at"], x["hook"], x["steer_at"]) == (r, h, w)], floor)
-                       for r, h, w in CONFIGS}
+                       for r, h, w in configs}
     return {"selection_rows": rows, "best_on_train": best, "best_on_train_per_config": best_per_config,
             "heldout_unsteered": before, "heldout_steered": after, "spec": spec.summary() + f" at {best['steer_at']} tokens",
             "n": n}
