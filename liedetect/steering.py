@@ -366,8 +366,11 @@ class Steering:
             raise SteeringError(f"The steering direction has width {spec.d_model} but this model's residual stream has "
                                 f"{d_model}; use a direction found on this model.")
         layers = _check_layers(model, spec.layers)
-        if layers != spec.layers:
-            raise LayerError(f"Layers {spec.layers} must be given as 0..{model.cfg.n_layers - 1} in a spec.")
+        if layers != spec.layers:  # negative layers count from the end
+            norms = None if spec.norms is None else {layer % model.cfg.n_layers: v for layer, v in spec.norms.items()}
+            self.spec = spec = replace(spec, directions={layer % model.cfg.n_layers: v for layer, v in spec.directions.items()},
+                                       norms=norms)
+            layers = spec.layers
         if spec.scale == "norm" and spec.op != "ablate":
             if spec.norms is None or any(layer not in spec.norms for layer in layers):
                 spec.calibrate(model)

@@ -329,3 +329,13 @@ def test_bad_inputs_give_one_clear_sentence(tiny_model):
     with pytest.raises(SteeringError, match="operation"):
         SteeringSpec.from_tensor(torch.ones(64), [1], op="multiply")
     assert all(not hp.fwd_hooks for hp in tiny_model.hook_dict.values())  # failed entries leave nothing behind
+
+
+def test_negative_layers_count_from_the_end(tiny_model):
+    toks = tiny_model.to_tokens(TEXT)
+    d = _unit(64, 17)
+    with steer(tiny_model, SteeringSpec.from_tensor(d, [-1], alpha=3.0)):
+        from_end = tiny_model(toks)
+    with steer(tiny_model, SteeringSpec.from_tensor(d, [2], alpha=3.0)):
+        explicit = tiny_model(toks)
+    assert torch.equal(from_end, explicit)
