@@ -670,7 +670,7 @@ def evaluate(rows: Sequence[Dict[str, Any]], threshold: Optional[float]) -> Metr
     s = np.array([r["score"] for r in labelled], dtype=np.float64)
     n_dec, n_hon = int(y_lie.sum()), int(len(y_lie) - y_lie.sum())
     auroc = float(roc_auc_score(y_lie, s)) if n_dec and n_hon else None
-    confusion = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+    confusion: Dict[str, int] = {}
     recall = fpr = None
     if threshold is not None and len(labelled):
         flag = s > threshold
