@@ -94,16 +94,17 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "steering.json"))
     parser.add_argument("--skip-gpt2", action="store_true")
+    parser.add_argument("--organism", default=None, help="An organism checkpoint folder (default: the built-in one).")
     args = parser.parse_args()
     torch.manual_seed(0)
     results = []
     try:
-        from liedetect.models import load_model
+        from liedetect.organism.checkpoint_io import load_checkpoint
 
-        organism = load_model("organism", device="cpu")
+        organism = load_checkpoint(args.organism)
         world_prompt = organism.organism_world.prompts(1, split="heldout", persona="liar", seed=0)[0].text
         room = organism.cfg.n_ctx - organism.to_tokens(world_prompt).shape[1]
-        results.append(bench_model("organism", organism, world_prompt, min(args.tokens, room), args.repeats))
+        results.append(bench_model("organism" if args.organism is None else f"organism@{args.organism}", organism, world_prompt, min(args.tokens, room), args.repeats))
     except Exception as exc:  # the organism checkpoint may be absent in a fresh checkout
         print(f"organism skipped: {type(exc).__name__}: {exc}")
     if not args.skip_gpt2:
@@ -114,9 +115,16 @@ def main() -> None:
                                    args.tokens, args.repeats))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/bench_steering.py " + " ".join(sys.argv[1:])
+    for r in results:
+        r["command"] = command
+    if out.exists():  # keep other models' rows from earlier runs; replace this run's models
+        names = {r["model"] for r in results}
+        results = [r for r in json.loads(out.read_text()).get("results", []) if r["model"] not in names] + results
     out.write_text(json.dumps({"benchmark": "steering generation speed", "torch": torch.__version__,
                                "threads": torch.get_num_threads(), "machine": platform.machine(),
-                               "command": "python benchmarks/bench_steering.py " + " ".join(sys.argv[1:]),
+                               "note": "2 shared CPU cores under load from other jobs: end-to-end ratios carry a few % of noise; "
+                                       "ratio_from_hook_cost is the steady-state estimate from the measured per-forward hook cost",
                                "results": results}, indent=2) + "\n")
     print(f"-> {out}")
 
