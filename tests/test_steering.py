@@ -339,3 +339,30 @@ def test_negative_layers_count_from_the_end(tiny_model):
     with steer(tiny_model, SteeringSpec.from_tensor(d, [2], alpha=3.0)):
         explicit = tiny_model(toks)
     assert torch.equal(from_end, explicit)
+
+
+def test_cli_steer_prints_both_generations_and_rejects_nan(tiny_model, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import cli
+    import liedetect.models
+    from liedetect.models import model_id
+    from probes import MassMeanProbe
+
+    monkeypatch.setattr(liedetect.models, "load_model", lambda spec, device=None, dtype=None: tiny_model)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 64, generator=g), torch.arange(40) % 2
+    probe = MassMeanProbe().fit(x + 3.0 * y[:, None] * _unit(64, 18), y)
+    path = probe.save(tmp_path / "p", meta={"model_id": model_id(tiny_model), "hook": "resid_post", "layer": 1,
+                                            "position": "last", "d_model": 64})
+    runner = CliRunner()
+    ok = runner.invoke(cli.app, ["steer", "--model", "tiny", "--probe", str(path), "--alpha", "8", "--prompt",
+                                 "Hello there", "--max-new-tokens", "4"])
+    assert ok.exit_code == 0, ok.output
+    assert "unsteered" in ok.output and "steered" in ok.output and "Hello there" in ok.output
+    swept = runner.invoke(cli.app, ["steer", "--model", "tiny", "--probe", str(path), "--sweep", "--alphas", "0,4",
+                                    "--prompt", "Hello there", "--out", str(tmp_path / "sw"), "-q"])
+    assert swept.exit_code == 0, swept.output
+    assert (tmp_path / "sw" / "steering_sweep.json").exists() and (tmp_path / "sw" / "steering_sweep.png").exists()
+    bad = runner.invoke(cli.app, ["steer", "--model", "tiny", "--probe", str(path), "--alpha", "nan"])
+    assert bad.exit_code == 2 and "finite" in bad.output
