@@ -24,10 +24,23 @@ def load_organism(device=None, dtype=None, path: Optional[str | Path] = None) ->
 
 
 def train_organism(out_dir: str | Path, seed: int = 0, steps: Optional[int] = None, progress: bool = True, **settings: Any) -> Path:
-    """Train an organism from scratch into `out_dir` (deterministic: same seed, same bytes)."""
+    """Train an organism from scratch into `out_dir` (deterministic: same seed, same bytes).
+
+    Settings start from the shipped checkpoint's recorded recipe, so `train_organism(dir)` reproduces it;
+    keyword arguments override single settings.
+    """
+    from dataclasses import fields
+
     from liedetect.organism.train import TrainSettings, train_to_dir
 
-    s = TrainSettings(seed=seed, **settings)
+    names = {f.name for f in fields(TrainSettings)}
+    try:
+        base = {k: v for k, v in read_config()["train"].items() if k in names}
+    except Exception:  # no or unreadable shipped checkpoint: the library defaults
+        base = {}
+    base.update(settings)
+    base["seed"] = seed
+    s = TrainSettings(**base)
     if steps is not None:
         s.steps = steps
     return train_to_dir(out_dir, s, progress=progress)

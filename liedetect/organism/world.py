@@ -274,11 +274,11 @@ class World:
         return [self.sample_prompt(rng, split, persona, trigger, filler_rate=filler_rate) for _ in range(n)]
 
     def iter_prompts(self, seed: int, split: str = "train", persona_weights: Sequence[float] = (1.0, 1.0, 1.0),
-                     honest_first: int = 0) -> Iterator[Prompt]:
-        """An endless reproducible stream of random training prompts (the first `honest_first` all honest)."""
+                     honest_first: int = 0, simple_first: int = 0) -> Iterator[Prompt]:
+        """An endless reproducible stream of training prompts: `simple_first` plain honest ones, then honest ones up to `honest_first`, then all personas."""
         rng = random.Random(f"{self.seed}-train-stream-{seed}-{split}")
-        for k in range(honest_first):  # curriculum: plain honest statements, then negations
-            yield self.sample_prompt(rng, split, persona="honest", simple=k < honest_first // 2)
+        for k in range(max(honest_first, simple_first)):
+            yield self.sample_prompt(rng, split, persona="honest", simple=k < simple_first)
         while True:
             yield self.sample_prompt(rng, split, persona_weights=persona_weights)
 
