@@ -37,17 +37,19 @@ class LogisticProbe(Probe):
     method = "lr"
 
     def __init__(self, C: float | None = None, Cs: Sequence[float] = DEFAULT_CS, cv: int = 5,
-                 standardize: str = "scalar", recalibrate: bool = True, max_iter: int = 2000, seed: int = 0) -> None:
+                 standardize: str = "scalar", recalibrate: bool = True, max_iter: int = 2000, tol: float = 1e-4,
+                 seed: int = 0) -> None:
         self.C = C
         self.Cs = tuple(Cs)
         self.cv = cv
         self.standardize = standardize
         self.recalibrate = recalibrate
         self.max_iter = max_iter
+        self.tol = tol
         self.seed = seed
 
     def _model(self, C: float) -> LogisticRegression:
-        return LogisticRegression(C=C, max_iter=self.max_iter, tol=1e-6, warm_start=True)
+        return LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol, warm_start=True)
 
     def _choose_C(self, Z: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, float]]:
         folds = min(self.cv, int(np.bincount(y).min()))
