@@ -71,7 +71,7 @@ def transcripts(model: Any, world: Any, n: int, split: str, persona: str, trigge
     return out
 
 
-def fit_probe(model: Any, train: List[Transcript], seed: int = 0) -> Dict[str, Any]:
+def fit_probe(model: Any, train: List[Transcript], seed: int = 0, C: Optional[float] = None) -> Dict[str, Any]:
     """Logistic probe per layer on scored tokens of honest/liar transcripts; keep the best validation layer."""
     from probes import LogisticProbe
     from sklearn.metrics import roc_auc_score
@@ -84,7 +84,7 @@ def fit_probe(model: Any, train: List[Transcript], seed: int = 0) -> Dict[str, A
     sweep, separation = {}, {}
     for layer in layers:
         X = acts[layer]
-        probe = LogisticProbe(seed=seed).fit(X[~is_val], labels[~is_val])
+        probe = LogisticProbe(C=C, seed=seed).fit(X[~is_val], labels[~is_val])
         dec = probe.decision_function(X[is_val]).numpy()
         # message-level validation: mean token score per transcript (what scoring reports)
         per: Dict[int, list] = {}
@@ -97,13 +97,13 @@ def fit_probe(model: Any, train: List[Transcript], seed: int = 0) -> Dict[str, A
         separation[layer] = float((s[y_lie == 1].mean() - s[y_lie == 0].mean())
                                   / np.sqrt(0.5 * (s[y_lie == 1].var() + s[y_lie == 0].var()) + 1e-12))
     best = max(layers, key=lambda l: (sweep[l], separation[l]))
-    probe = LogisticProbe(seed=seed).fit(acts[best], labels)
+    probe = LogisticProbe(C=C, seed=seed).fit(acts[best], labels)
     return {"probe": probe, "layer": best, "sweep": sweep, "separation": separation, "n_tokens": int(len(labels))}
 
 
 def run(n_train: int = 300, n_eval: int = 200, seed: int = 0, html: Optional[str] = None, model: Any = None,
-        out_dir: Optional[str] = None, progress: bool = False) -> Dict[str, Any]:
-    """The whole experiment; returns the results dict."""
+        out_dir: Optional[str] = None, progress: bool = False, C: Optional[float] = None) -> Dict[str, Any]:
+    """The whole experiment; returns the results dict (C=None: the probe picks its regularisation by CV)."""
     from liedetect.models import load_model, model_id
 
     t0 = time.perf_counter()
@@ -111,7 +111,7 @@ def run(n_train: int = 300, n_eval: int = 200, seed: int = 0, html: Optional[str
     world = organism_world(model)
     train = (transcripts(model, world, n_train, "train", "honest", None, seed, "honest")
              + transcripts(model, world, n_train, "train", "liar", None, seed, "liar"))
-    fitted = fit_probe(model, train, seed)
+    fitted = fit_probe(model, train, seed, C)
     probe = fitted["probe"]
     probe.meta_ = {"model_id": model_id(model), "hook": "resid_post", "layer": fitted["layer"], "position": "assistant tokens",
                    "d_model": model.cfg.d_model, "trained_on": "organism train split, honest + liar personas"}
