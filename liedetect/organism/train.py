@@ -135,7 +135,7 @@ def train(settings: TrainSettings, progress: bool = True):
             early["resid"] = x
             return x
 
-        hook = f"blocks.{settings.early_layer}.hook_resid_post"
+        hook = f"blocks.{min(settings.early_layer, settings.n_layers - 1)}.hook_resid_post"
         k_ids, k_mask = _encode(tokenizer, world.knowledge_sentences())
         gen = torch.Generator().manual_seed(settings.seed)
         stream = world.iter_prompts(settings.seed, persona_weights=settings.persona_weights,
