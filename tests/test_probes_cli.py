@@ -92,6 +92,6 @@ def test_minilm_cities_sweep_runs_every_method_on_every_layer(tmp_path, minilm_p
     assert code == 0, out
     doc = json.loads((tmp_path / "cities" / "sweep.json").read_text())
     assert doc["layers"] == [0, 1, 2, 3, 4, 5] and len(doc["rows"]) == 8 * 6
-    table = {(r["method"], r["layer"]): r["accuracy"] for r in doc["table"]}
-    # supervised probes read truth out of MiniLM above chance (100 held-out statements: SE ~0.05)
-    assert max(table[("lr", layer)] for layer in range(6)) > 0.6
+    auroc = {(r["method"], r["layer"]): r["auroc"] for r in doc["table"]}
+    # full data, 5-fold: LR AUROC 0.72-0.73 at layers 2-4 (experiments/results); 100 training statements here
+    assert max(auroc[("lr", layer)] for layer in range(6)) > 0.6
