@@ -10,6 +10,7 @@ Steering: add alpha * d at the middle layer, at all positions and at generated p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -67,12 +68,10 @@ def bench_model(name: str, model, prompt: str, n_new: int, repeats: int) -> dict
         with steer(model, spec):
             _generate(model, tokens, 4)
     times = {"unsteered": [], **{k: [] for k in specs}}
-    for _ in range(repeats):
-        t = time.perf_counter()
-        _generate(model, tokens, n_new)
-        times["unsteered"].append(time.perf_counter() - t)
-        for key, spec in specs.items():
-            with steer(model, spec):
+    order = ["unsteered", *specs]
+    for i in range(repeats):
+        for key in order[i % len(order):] + order[:i % len(order)]:  # rotate so no setting always runs first
+            with steer(model, specs[key]) if key in specs else contextlib.nullcontext():
                 t = time.perf_counter()
                 _generate(model, tokens, n_new)
                 times[key].append(time.perf_counter() - t)
