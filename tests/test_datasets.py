@@ -67,3 +67,20 @@ def test_shared_data_loads_as_is(shared_data):
     assert set(cities.extra) >= {"city", "country", "correct_country"}
     scenarios = load_statements(shared_data / "truth_is_universal" / "real_world_scenarios" / "all_unambiguous_replies.csv")
     assert len(scenarios) == 104
+
+
+def test_builtin_organism_statements_are_labelled_by_the_world():
+    from liedetect.organism import load_world
+
+    data = load_dataset("builtin:organism", n=120, seed=2)
+    world = load_world()
+    assert len(data) == 120 and 0.3 < data.labels.mean() < 0.7
+    checked = 0
+    for text, label, kind, relation in zip(data.statements, data.labels, data.extra["kind"], data.extra["relation"]):
+        if kind == "fact":
+            words = text.split()
+            entity = words[0] if words[0] in world.facts else words[3]
+            assert entity in world.heldout, "built-in organism statements are about held-out entities"
+            assert label == int((world.facts[entity][relation] == words[-1]) != (" not " in text)), text
+            checked += 1
+    assert checked > 50
