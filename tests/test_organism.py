@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from liedetect.errors import CheckpointError
 from liedetect.organism import CHECKPOINT_DIR, evaluate_organism, load_organism, load_world, train_organism

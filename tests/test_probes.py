@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import cos
 import torch
-from threadpoolctl import threadpool_limits
 
 import probes
 from probes.synthetic import planted_clouds, planted_pairs
 
 
-def cos(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(torch.dot(a.double(), b.double()) / (a.double().norm() * b.double().norm()))
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two shared cores: oversubscribed BLAS threads make these small fits 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 import probes
 from probes import ProbeError
@@ -17,13 +16,7 @@ META = {"model_id": "tiny-native-seed0", "hook": "blocks.2.hook_resid_post", "la
 FAST = {"ccs": {"n_steps": 100, "n_restarts": 3}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

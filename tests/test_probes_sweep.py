@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from probes import ProbeError
 from probes.metrics import accuracy, auroc, bootstrap_ci, ece, evaluate
@@ -18,13 +17,7 @@ from probes.synthetic import planted_pairs
 FAST = {"ccs": {"n_steps": 150, "n_restarts": 3}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_metrics_on_known_values():
