@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from liedetect import __version__
 from liedetect.errors import CheckpointError, DataError
-from liedetect.models import check_hook, model_id, pick_device, resolve_layers
+from liedetect.models import check_hook, model_id, resolve_layers
 from liedetect.progress import progress_bar
 
 

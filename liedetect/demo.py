@@ -173,7 +173,6 @@ def run_demo(out: str | Path = "liedetect-demo", n: int = 400, seed: int = 0, pr
         files += ["truth_probe.json", "truth_probe.safetensors"]
         p_true = {name: probe.predict_proba(d.layer(best_layer)) for name, d in test.items()}
         honest = test["honest"]
-        honest_neg = honest.lied == 0
         lie = {}
         liar = test["liar"]
         both = _concat([honest, liar])
