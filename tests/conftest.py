@@ -51,3 +51,21 @@ def one_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def organism_model():
+    """The shipped model organism (it ships with the package, so a failure to load is a test failure)."""
+    from liedetect.models import load_model
+
+    return load_model("organism")
+
+
+def load_experiment(name: str):
+    """Import experiments/<name>.py as a module (experiments are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

