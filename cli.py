@@ -237,7 +237,7 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
                    seed: int = typer.Option(0, help="Seed of the world, the initialisation and the data order."),
                    steps: Optional[int] = typer.Option(None, min=1, help="Adam steps (default: the shipped recipe)."),
                    quiet: bool = QuietOpt) -> None:
-    """Train the model organism from scratch (seed 0 reproduces the shipped checkpoint byte for byte)."""
+    """Train the model organism from scratch with the shipped recipe (seeded; see README for the determinism caveat)."""
     from liedetect.organism import evaluate_organism, load_organism, train_organism
 
     path = train_organism(out, seed=seed, steps=steps, progress=not quiet)
@@ -274,7 +274,6 @@ def demo(out: Path = typer.Option(Path("liedetect-demo"), "--out", "-o", help="R
 
     report = run_demo(out, n=n, seed=seed, progress=not quiet)
     console.print(report.summary())
-
 
 
 # ---------------------------------------------------------------- steering: steer
