@@ -29,6 +29,17 @@ def _labels(n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation((np.arange(n) % 2).astype(np.int64))
 
 
+def _geometry_and_labels(n: int, d: int, seed: int, sample_seed: int | None, labels: np.ndarray | None):
+    """Directions and centre fixed by `seed`; the sampling generator (reseeded by `sample_seed`) and labels."""
+    rng = np.random.default_rng(seed)
+    directions = _directions(d, rng)
+    centre = rng.standard_normal(d)
+    if sample_seed is not None:
+        rng = np.random.default_rng([seed, sample_seed])
+    y = _labels(n, rng) if labels is None else np.asarray(labels, dtype=np.int64)
+    return directions, centre, rng, y
+
+
 def planted_clouds(n: int = 4000, d: int = 256, signal: float = 2.0, distractor_std: float = 5.0,
                    noise: float = 1.0, seed: int = 0, sample_seed: int | None = None,
                    labels: np.ndarray | None = None) -> Planted:
@@ -38,12 +49,7 @@ def planted_clouds(n: int = 4000, d: int = 256, signal: float = 2.0, distractor_
     held-out set from the same clouds is ``planted_clouds(..., seed=s, sample_seed=other)``; ``labels``
     (0/1, length n) replaces the balanced random labels.
     """
-    rng = np.random.default_rng(seed)
-    t, u, _ = _directions(d, rng)
-    centre = rng.standard_normal(d)
-    if sample_seed is not None:
-        rng = np.random.default_rng([seed, sample_seed])
-    y = _labels(n, rng) if labels is None else np.asarray(labels, dtype=np.int64)
+    (t, u, _), centre, rng, y = _geometry_and_labels(n, d, seed, sample_seed, labels)
     X = (centre + noise * rng.standard_normal((n, d)) + np.outer((2 * y - 1) * signal, t)
          + np.outer(distractor_std * rng.standard_normal(n), u))
     f = lambda a: torch.from_numpy(a).to(torch.float32)  # noqa: E731
@@ -61,12 +67,7 @@ def planted_pairs(n: int = 1000, d: int = 256, signal: float = 2.0, distractor_s
     the statement's own isotropic noise (shared by both sides), ``side_noise`` each side's own.
     ``seed`` fixes the geometry, ``sample_seed`` (default: seed) the examples, ``labels`` the truth values.
     """
-    rng = np.random.default_rng(seed)
-    t, u, o = _directions(d, rng)
-    centre = rng.standard_normal(d)
-    if sample_seed is not None:
-        rng = np.random.default_rng([seed, sample_seed])
-    y = _labels(n, rng) if labels is None else np.asarray(labels, dtype=np.int64)
+    (t, u, o), centre, rng, y = _geometry_and_labels(n, d, seed, sample_seed, labels)
     sign = (2 * y - 1) * signal
     base = centre + noise * rng.standard_normal((n, d)) + np.outer(distractor_std * rng.standard_normal(n), u)
     X_pos = base + np.outer(sign, t) + side_offset * o + side_noise * rng.standard_normal((n, d))
