@@ -166,6 +166,7 @@ def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
           template: str = TemplateOpt,
           test_size: float = typer.Option(0.25, min=0.05, max=0.9, help="Held-out fraction (ignored with --kfold)."),
           kfold: Optional[int] = typer.Option(None, min=2, help="k-fold cross-validation instead of one split."),
+          group_by: Optional[str] = typer.Option(None, "--group-by", help="A data column (e.g. city) kept on one side of every split: use it when statements come in true/false pairs about one subject."),
           seed: int = typer.Option(0),
           n_boot: int = typer.Option(0, min=0, help="Bootstrap resamples for accuracy intervals (0: none)."),
           limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
@@ -185,7 +186,7 @@ def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
     bridge = load_model(model, device=device, dtype=dtype)
     result = sweep_model(bridge, dataset, layers=layers, methods=chosen, position=position, hook=hook, template=template,
                          test_size=test_size, kfold=kfold, seed=seed, n_boot=n_boot, batch_size=batch_size,
-                         progress=not quiet)
+                         progress=not quiet, group_by=group_by)
     table = result.table()
     rows = [{"method": m, **{f"L{r['layer']}": r["accuracy"] for r in table if r["method"] == m}} for m in result.methods]
     print_table(f"test accuracy by layer ({dataset.name}, chance {result.chance:.3f})", rows)

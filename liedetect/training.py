@@ -17,7 +17,7 @@ import torch
 import probes
 from liedetect.activations import extract
 from liedetect.datasets import StatementDataset, contrast_pairs, format_prompts
-from liedetect.errors import ProbeMismatchError
+from liedetect.errors import DataError, ProbeMismatchError
 from liedetect.models import hook_name, model_id, resolve_layers
 from liedetect.progress import progress_bar
 from probes.base import check_expect
@@ -148,8 +148,17 @@ def sweep_model(model: Any, dataset: StatementDataset, layers: Union[str, int, S
                 methods: Optional[Sequence[str]] = None, position: str = "last", hook: str = "resid_post",
                 template: str = DEFAULT_TEMPLATE, test_size: float = 0.25, kfold: Optional[int] = None, seed: int = 0,
                 params: Optional[Dict[str, Dict[str, Any]]] = None, n_boot: int = 0, batch_size: int = 32,
-                progress: bool = True) -> SweepResult:
-    """Every method on every layer of a model for one dataset (see ``probes.sweep.sweep``)."""
+                progress: bool = True, group_by: Optional[str] = None) -> SweepResult:
+    """Every method on every layer of a model for one dataset (see ``probes.sweep.sweep``).
+
+    ``group_by`` names a dataset column (e.g. ``city``) whose rows must stay on one side of every split.
+    """
+    groups = None
+    if group_by is not None:
+        if group_by not in dataset.extra:
+            have = ", ".join(sorted(dataset.extra)) or "none"
+            raise DataError(f"{dataset.name} has no column {group_by!r} to group splits by (extra columns: {have}).")
+        groups = dataset.extra[group_by]
     methods = list(methods or probes.METHODS)
     for m in methods:
         probes.is_paired(m)  # unknown names fail before any capture
@@ -159,9 +168,9 @@ def sweep_model(model: Any, dataset: StatementDataset, layers: Union[str, int, S
     with progress_bar("fitting probes", total=len(methods) * len(inputs.layers) * n_folds, enabled=progress) as advance:
         result = sweep(inputs.single, inputs.labels, layers=inputs.layers, methods=methods, pairs=pairs,
                        test_size=test_size, kfold=kfold, seed=seed, params=params, n_boot=n_boot,
-                       progress=lambda done, total, what: advance(1),
+                       progress=lambda done, total, what: advance(1), groups=groups,
                        title=f"{dataset.name}: probe accuracy by layer ({inputs.model_id.split('|')[0]}, {inputs.hook}, {inputs.position})")
-    result.config.update({"model_id": inputs.model_id, "hook": inputs.hook, "position": inputs.position,
+    result.config.update({"group_by": group_by, "model_id": inputs.model_id, "hook": inputs.hook, "position": inputs.position,
                           "template": inputs.template, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint()})
     return result
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from probes.base import _jsonable
 from probes.errors import ProbeError
@@ -32,9 +32,27 @@ def _as_stack(a: Any, name: str) -> torch.Tensor:
     return t.to(torch.float32)
 
 
-def splits(y: np.ndarray, test_size: float = 0.25, kfold: int | None = None, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified (train, test) index pairs: one split, or k folds when ``kfold`` is set."""
+def splits(y: np.ndarray, test_size: float = 0.25, kfold: int | None = None, seed: int = 0,
+           groups: Sequence[Any] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified (train, test) index pairs: one split, or k folds when ``kfold`` is set.
+
+    ``groups`` (one key per example, e.g. the city a statement is about) keeps every group on one
+    side of each split. Data built in pairs (a true and a false statement about the same city) needs
+    it: split at random, a test statement's near-identical partner sits in the training set with the
+    opposite label, and a probe that keys on the subject scores *below* chance.
+    """
     idx = np.arange(len(y))
+    if groups is not None:
+        groups = np.asarray(groups)
+        if len(groups) != len(y):
+            raise ProbeError(f"groups has {len(groups)} entries but there are {len(y)} examples; pass one group key per example.")
+        n_groups = len(np.unique(groups))
+        k = kfold or max(2, round(1 / test_size))
+        if n_groups < k:
+            raise ProbeError(f"Only {n_groups} distinct groups; a grouped split into {k} parts needs at least {k}.")
+        folds = [(np.sort(tr), np.sort(te)) for tr, te in
+                 StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(idx, y, groups)]
+        return folds if kfold else folds[:1]
     if kfold:
         if np.bincount(y).min() < kfold:
             raise ProbeError(f"kfold={kfold} needs at least {kfold} examples of each class; use fewer folds.")
@@ -137,7 +155,7 @@ class SweepResult:
 def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Sequence[str] | None = None,
           pairs: tuple[Any, Any] | None = None, test_size: float = 0.25, kfold: int | None = None, seed: int = 0,
           params: dict[str, dict[str, Any]] | None = None, n_boot: int = 0,
-          progress: Progress | None = None, title: str | None = None) -> SweepResult:
+          progress: Progress | None = None, title: str | None = None, groups: Sequence[Any] | None = None) -> SweepResult:
     """Fit and test every method on every layer.
 
     ``acts`` [n, L, d]: one activation per statement (``None`` if only contrast methods run);
@@ -145,7 +163,8 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
     ``pairs`` = (acts_pos, acts_neg), each [n, L, d], aligned with ``acts``: the statements completed
     with "True" / "False", needed by contrast methods (lat, lat-random, ccs), which are evaluated on
     pairs and also, as ``accuracy_single``/``auroc_single``, on ``acts`` alone.
-    Train/test split (stratified, seeded) or ``kfold`` folds; identical indices for every method.
+    Train/test split (stratified, seeded) or ``kfold`` folds, grouped when ``groups`` is given (see
+    ``splits``); identical indices for every method.
     """
     A = None if acts is None else _as_stack(acts, "acts")
     P = None if pairs is None else (_as_stack(pairs[0], "pairs[0]"), _as_stack(pairs[1], "pairs[1]"))
@@ -168,7 +187,7 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
         if not is_paired(m) and A is None:
             raise ProbeError(f"Method {m!r} needs one activation per statement; pass acts or drop it.")
     params = params or {}
-    folds = splits(labels, test_size, kfold, seed)
+    folds = splits(labels, test_size, kfold, seed, groups)
     total, done = len(methods) * L * len(folds), 0
     rows: list[dict[str, Any]] = []
     for li, layer in enumerate(layer_ids):
@@ -198,7 +217,7 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
                     progress(done, total, f"{m} layer {layer}")
     chance = float(max(labels.mean(), 1 - labels.mean()))
     config = {"n": n, "d_model": d, "seed": seed, "test_size": None if kfold else test_size, "kfold": kfold,
-              "params": params, "n_boot": n_boot}
+              "grouped": groups is not None, "params": params, "n_boot": n_boot}
     return SweepResult(rows, methods, layer_ids, chance, _jsonable(config), title)
 
 

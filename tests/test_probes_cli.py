@@ -82,10 +82,14 @@ def test_sweep_every_method_every_layer(tmp_path, minilm_path):
 def test_minilm_cities_sweep_runs_every_method_on_every_layer(tmp_path, minilm_path, shared_data):
     cities = shared_data / "truth_is_universal" / "cities.csv"
     code, out = run("sweep", "--model", minilm_path, "--data", cities, "--limit", "200", "--layers", "all",
-                    "--position", "mean", "--test-size", "0.5", "--out", tmp_path / "cities", "--quiet")
+                    "--position", "mean", "--test-size", "0.5", "--group-by", "city", "--out", tmp_path / "cities", "--quiet")
     assert code == 0, out
     doc = json.loads((tmp_path / "cities" / "sweep.json").read_text())
+    assert doc["config"]["group_by"] == "city" and doc["config"]["grouped"]
     assert doc["layers"] == [0, 1, 2, 3, 4, 5] and len(doc["rows"]) == 8 * 6
     auroc = {(r["method"], r["layer"]): r["auroc"] for r in doc["table"]}
     # full data, 5-fold: LR AUROC 0.72-0.73 at layers 2-4 (experiments/results); 100 training statements here
     assert max(auroc[("lr", layer)] for layer in range(6)) > 0.6
+    code, out = run("sweep", "--model", minilm_path, "--data", cities, "--limit", "40", "--layers", "1",
+                    "--group-by", "town", "--out", tmp_path / "bad", "--quiet")
+    assert code == 2 and "no column 'town'" in out, out

@@ -11,7 +11,7 @@ import torch
 from probes import ProbeError
 from probes.metrics import accuracy, auroc, bootstrap_ci, ece, evaluate
 from probes.plots import plot_projection, projection_coordinates
-from probes.sweep import SweepResult, generalization, sweep
+from probes.sweep import SweepResult, generalization, splits, sweep
 from probes.synthetic import planted_pairs
 
 FAST = {"ccs": {"n_steps": 150, "n_restarts": 3}}
@@ -99,6 +99,38 @@ def test_sweep_rejects_what_it_cannot_run(stack):
         sweep(acts, y, layers=[1, 2], methods=["lr"])
     with pytest.raises(ProbeError, match="n_examples, n_layers, d_model"):
         sweep(acts[:, 0], y, methods=["lr"])
+
+
+def _subject_pairs(n_subjects: int = 200, d: int = 32, seed: int = 0):
+    """A true and a false statement per subject, whose activations carry the subject and no truth at all."""
+    g = torch.Generator().manual_seed(seed)
+    subjects = torch.randn(n_subjects, d, generator=g) * 3.0
+    acts = subjects.repeat_interleave(2, 0) + 0.3 * torch.randn(2 * n_subjects, d, generator=g)
+    y = np.tile([1, 0], n_subjects)
+    groups = np.repeat(np.arange(n_subjects), 2)
+    return acts[:, None, :], y, groups
+
+
+def test_grouped_splits_keep_each_group_on_one_side_and_stay_balanced():
+    _, y, groups = _subject_pairs()
+    for tr, te in splits(y, kfold=5, groups=groups) + splits(y, test_size=0.25, groups=groups):
+        assert not set(groups[tr]) & set(groups[te])
+        assert abs(y[te].mean() - 0.5) < 0.05
+    assert sorted(np.concatenate([te for _, te in splits(y, kfold=5, groups=groups)]).tolist()) == list(range(len(y)))
+    with pytest.raises(ProbeError, match="one group key per example"):
+        splits(y, kfold=5, groups=groups[:-1])
+    with pytest.raises(ProbeError, match="distinct groups"):
+        splits(y[:6], kfold=5, groups=groups[:6])
+
+
+def test_random_splits_of_paired_data_score_below_chance_and_grouped_splits_do_not():
+    # Why --group-by exists: a test statement's partner about the same subject sits in the training
+    # set with the opposite label, so a probe that keys on the subject is reliably wrong.
+    acts, y, groups = _subject_pairs()
+    random_acc = np.mean([r["accuracy"] for r in sweep(acts, y, methods=["lr"], kfold=5).rows])
+    grouped_acc = np.mean([r["accuracy"] for r in sweep(acts, y, methods=["lr"], kfold=5, groups=groups).rows])
+    assert random_acc < 0.35, random_acc
+    assert abs(grouped_acc - 0.5) < 0.1, grouped_acc
 
 
 def test_generalization_matrix_shows_which_datasets_share_a_direction():
