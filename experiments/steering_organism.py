@@ -10,7 +10,7 @@
    (liar truthfulness, subject to honest accuracy >= 99%) is evaluated once on *held-out* entities.
 2. Truth: mass-mean probes on statement truth (label 1 = true statement), one direction per layer,
    refitted under the ablation of the directions found so far (iterative nullspace projection) until
-   truth-dependent accuracy on train entities is at most 55%. Ablating the span of these directions after every residual write (resid_pre, resid_mid and
+   no layer's probe reads the truth of other train-entity prompts better than chance (3 standard errors). Ablating the span of these directions after every residual write (resid_pre, resid_mid and
    resid_post of every layer, the placement that weight orthogonalisation reproduces) should leave
    truth-dependent answers at chance (50% +- 5%) on held-out prompts, while the language-model loss
    on knowledge sentences rises by less than LM_LOSS_MARGIN nats.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import json
 import sys
 import time
@@ -190,28 +191,49 @@ def honesty_experiment(model: Any, world: Any, n: int = 300, seed: int = 0, alph
             "n": n}
 
 
-def truth_subspace(model: Any, world: Any, n: int = 300, seed: int = 0, target: float = CHANCE_BAND[1],
-                   max_rounds: int = 8) -> Tuple[torch.Tensor, List[Dict[str, Any]]]:
-    """Iterative nullspace projection with mass-mean truth probes: add each layer's probe direction, ablate, refit.
+def truth_subspace(model: Any, world: Any, n: int = 300, seed: int = 0, max_rounds: int = 8) -> Tuple[torch.Tensor, List[Dict[str, Any]]]:
+    """Iterative nullspace projection (INLP) with mass-mean truth probes, one per layer.
 
-    Stops once truth-dependent accuracy on train-entity prompts is at most `target`; returns the
-    orthonormal basis of the ablated span and one log row per round.
+    Each round, under the ablation of the span found so far: fit a mass-mean truth probe per layer on
+    honest and liar prompts about train and held-out entities, score it on other train-entity prompts, and
+    add to the span the direction of every layer that still reads the truth better than chance by more
+    than 3 standard errors (0.5 + 3 * sqrt(0.25 / n_check)); stop when none does. Returns the orthonormal basis
+    of the ablated span and one log row per round (probe accuracy per layer, behaviour on train entities).
     """
+    from probes import MassMeanProbe
+
     check = (world.prompts(n // 2, split="train", persona="honest", seed=seed + 31)
              + world.prompts(n // 2, split="train", persona="liar", seed=seed + 32))
+    layers = list(range(model.cfg.n_layers))
+    limit = 0.5 + 3 * math.sqrt(0.25 / len(check))
     rows: List[Dict[str, Any]] = []
     basis = torch.zeros(0, model.cfg.d_model)
     for round_ in range(max_rounds):
+        # fitted on prompts about train and held-out entities alike (the test prompts are another sample):
+        # directions fitted on train entities alone left held-out truth-dependent accuracy at 0.56-0.59
+        fit_set = [p for split in ("train", "heldout") for persona in ("honest", "liar")
+                   for p in world.prompts(n // 2, split=split, persona=persona, seed=seed + 1000 + round_)]
         context = steer(model, ablation_spec(basis, model)) if len(basis) else contextlib.nullcontext()
         with context:
-            found = fit_directions(model, world, "truth", n=2 * n, seed=seed + round_)
-        rows_new = torch.stack([found[layer][0] for layer in sorted(found)])
-        basis = torch.linalg.qr(torch.cat([basis, rows_new]).T.double())[0].T.float()
-        with steer(model, ablation_spec(basis, model)):
-            acc = expected_rate(model, check)
-        rows.append({"round": round_, "k": int(basis.shape[0]), "train_truth_dependent_accuracy": acc})
-        if acc <= target:
+            acts = extract(model, [p.text for p in fit_set + check], layers=layers, position="last", hook="resid_post", progress=False)
+            behaviour = expected_rate(model, check)
+        y_fit = torch.tensor([int(p.truth) for p in fit_set])
+        y_check = torch.tensor([int(p.truth) for p in check])
+        readable, directions = {}, []
+        for layer in layers:
+            x = acts.layer(layer)
+            probe = MassMeanProbe().fit(x[:len(fit_set)], y_fit)
+            readable[layer] = float(probe.score(x[len(fit_set):], y_check))
+            directions.append(probe.direction_.float())
+        # only the layers that still read the truth add a direction: a probe at chance points nowhere in
+        # particular, and ablating it would cost language modelling for nothing
+        above = [layer for layer in layers if readable[layer] > limit]
+        rows.append({"round": round_, "k": int(basis.shape[0]), "train_truth_dependent_accuracy": behaviour,
+                     "probe_accuracy_by_layer": readable, "chance_limit": limit, "layers_added": above})
+        if not above:
             break
+        new = torch.stack([directions[layer] for layer in above])
+        basis = torch.linalg.qr(torch.cat([basis, new]).T.double())[0].T.float()
     return basis, rows
 
 
