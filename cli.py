@@ -238,7 +238,7 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
                    seed: int = typer.Option(0, help="Seed of the world, the initialisation and the data order."),
                    steps: Optional[int] = typer.Option(None, min=1, help="Adam steps (default: the shipped recipe)."),
                    quiet: bool = QuietOpt) -> None:
-    """Train the model organism from scratch with the shipped recipe (seeded; see README for the determinism caveat)."""
+    """Train the model organism from scratch with the shipped recipe (seed 0 reproduces the shipped files byte for byte)."""
     from liedetect.organism import evaluate_organism, load_organism, train_organism
 
     path = train_organism(out, seed=seed, steps=steps, progress=not quiet)
