@@ -66,8 +66,8 @@ class DemoReport:
             s = self.steering
             best = next(r for r in s["rows"] if r["alpha"] == s["best_alpha"])
             lines.append(f"steering against the read truth at layer {s['layer']} (alpha {s['best_alpha']}): liar truthful "
-                         f"{s['baseline']:.3f} -> {s['best_value']:.3f}; the same push makes the honest persona lie "
-                         f"(truthful {s['rows'][0]['honest_truthful']:.3f} -> {best['honest_truthful']:.3f}): the direction is causal")
+                         f"{s['baseline']:.3f} -> {s['best_value']:.3f}; honest persona truthful under the same push "
+                         f"{s['rows'][0]['honest_truthful']:.3f} -> {best['honest_truthful']:.3f}")
         return "\n".join(lines)
 
 
