@@ -49,7 +49,11 @@ def plot_sweep(result: "SweepResult", path: str | Path, metric: str = "accuracy"
     ax.set_ylabel(f"test {metric}")
     ax.set_title(result.title or f"probe {metric} by layer")
     ax.set_xticks(result.layers)
-    ax.legend(fontsize=8, loc="best")
+    if len(result.methods) > 4:  # many lines: a legend inside the axes would cover some of them
+        fig.set_size_inches(8.4, 4.2)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 

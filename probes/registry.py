@@ -18,7 +18,9 @@ METHODS: dict[str, tuple[type[Probe], dict[str, Any]]] = {
     "mass-mean": (MassMeanProbe, {}),
     "mass-mean-iid": (MassMeanProbe, {"iid": True}),
     "lat": (LATProbe, {}),
-    "lat-random": (LATProbe, {"pairing": "random"}),
+    # RepE's recipe: raw differences in random order (side-centring first would make the flips a no-op,
+    # i.e. this would be `lat` again)
+    "lat-random": (LATProbe, {"pairing": "random", "center_sides": False}),
     "ccs": (CCSProbe, {}),
     "pca": (PCAProbe, {}),
     "random": (RandomProbe, {}),

@@ -70,10 +70,9 @@ def test_mass_mean_iid_keeps_the_direction_but_classifies_better():
     assert iid.score(X[2000:], y[2000:]) > plain.score(X[2000:], y[2000:]) + 0.1
 
 
-@pytest.mark.parametrize("method", ["lat", "lat-random"])
-def test_lat_recovers_truth_from_contrast_pairs(pairs_small, method):
+def test_lat_recovers_truth_from_contrast_pairs(pairs_small):
     q = pairs_small
-    probe = probes.make_probe(method).fit(q.X, q.X_neg, q.y)
+    probe = probes.make_probe("lat").fit(q.X, q.X_neg, q.y)
     assert cos(probe.direction_, q.truth) >= 0.95
     assert probe.fit_info_["explained_variance_ratio"][0] > probe.fit_info_["explained_variance_ratio"][1]
     held = planted_pairs(n=400, d=256, signal=2.0, distractor_std=5.0, seed=0, sample_seed=1)
@@ -85,10 +84,22 @@ def test_lat_sign_comes_from_pair_ordering_without_labels():
     q = planted_pairs(n=600, d=64, signal=2.0, distractor_std=5.0, side_offset=0.0, seed=3)
     pos = torch.where(torch.from_numpy(q.y == 1)[:, None], q.X, q.X_neg)
     neg = torch.where(torch.from_numpy(q.y == 1)[:, None], q.X_neg, q.X)
-    probe = probes.LATProbe(pairing="random", center_sides=False).fit(pos, neg)
+    probe = probes.make_probe("lat-random").fit(pos, neg)  # RepE: raw differences in random order
     assert probe.fit_info_["sign_from"].startswith("pair ordering")
     assert cos(probe.direction_, q.truth) > 0.95
     assert probe.score_pairs(pos, neg, np.ones(600, dtype=int)) > 0.95
+
+
+def test_lat_random_on_true_false_pairs_finds_the_answer_token_not_truth(pairs_small):
+    """Why `lat` centres each side: RepE's random order turns the constant "True"/"False" offset into variance."""
+    q = pairs_small
+    repe = probes.make_probe("lat-random").fit(q.X, q.X_neg, q.y)
+    lat = probes.make_probe("lat").fit(q.X, q.X_neg, q.y)
+    assert abs(cos(repe.direction_, q.side_offset)) > 0.95 and abs(cos(repe.direction_, q.truth)) < 0.2
+    assert cos(lat.direction_, q.truth) > 0.95
+    # with side-centring the random flips change nothing: that setting is `lat` itself
+    same = probes.LATProbe(pairing="random").fit(q.X, q.X_neg, q.y)
+    assert cos(same.direction_, lat.direction_) > 0.999
 
 
 def test_ccs_recovers_truth_from_contrast_pairs():
