@@ -61,25 +61,19 @@ def load(checkpoint: Optional[str] = None):
 TAG_MARKER = "]"  # the persona tag ("[honest]" / "[liar]") is the only token with a bracket
 
 
-def fit_directions(model: Any, world: Any, label: str, n: int = 600, seed: int = 0,
-                   layers: Optional[Sequence[int]] = None, position: Any = "last",
-                   hook: str = "resid_post") -> Dict[int, Tuple[torch.Tensor, float]]:
-    """Per layer: the unit mass-mean probe direction for `label` ('honesty' or 'truth') and the class-mean gap along it.
+def honesty_directions(model: Any, world: Any, n: int = 600, seed: int = 0,
+                       layers: Optional[Sequence[int]] = None, position: Any = "last",
+                       hook: str = "resid_post") -> Dict[int, Tuple[torch.Tensor, float]]:
+    """Per layer: the unit mass-mean probe direction of honest (1) vs liar (0) and the class-mean gap along it.
 
-    Fitted on train-entity prompts. 'honesty' uses honest (1) vs liar (0) personas; 'truth' uses the
-    statement's truth (1 = true) over honest and liar prompts.
+    Fitted on train-entity prompts of the two personas. (Truth directions come from `truth_subspace`.)
     """
     from probes import MassMeanProbe
 
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     prompts = (world.prompts(n // 2, split="train", persona="honest", seed=seed + 1000)
                + world.prompts(n // 2, split="train", persona="liar", seed=seed + 1001))
-    if label == "honesty":
-        y = torch.tensor([1 if p.persona == "honest" else 0 for p in prompts])
-    elif label == "truth":
-        y = torch.tensor([1 if p.truth else 0 for p in prompts])
-    else:
-        raise ValueError(f"unknown label {label!r}")
+    y = torch.tensor([1 if p.persona == "honest" else 0 for p in prompts])
     acts = extract(model, [p.text for p in prompts], layers=layers, position=position, hook=hook, progress=False)
     out = {}
     for layer in layers:
@@ -153,8 +147,8 @@ def honesty_sweep(model: Any, world: Any, n: int = 300, seed: int = 0, alphas: S
     rows, directions = [], {}
     for read_at, hook, where in configs:
         position = Marker(TAG_MARKER) if read_at == "tag" else "last"
-        for layer, (d, gap) in fit_directions(model, world, "honesty", n=2 * n, seed=seed, position=position,
-                                              hook=hook).items():
+        for layer, (d, gap) in honesty_directions(model, world, n=2 * n, seed=seed, position=position,
+                                                  hook=hook).items():
             directions[(read_at, hook, layer)] = (d, gap)
             for alpha in alphas:
                 spec = SteeringSpec.from_tensor(d, [layer], alpha=alpha * gap, hook=hook)

@@ -164,10 +164,11 @@ def run_demo(out: str | Path = "liedetect-demo", n: int = 400, seed: int = 0, pr
         sweep = SweepResult(rows, list(METHODS), layers, 0.5, {"train": "train entities, honest+liar", "test": "held-out entities, all personas"},
                             "truth probes on held-out entities")
         files += [str(p.relative_to(out)) for p in sweep.save(out / "sweep").values()]
-        best_layer = sweep.best_layer("lr")
         # each method at its own best layer (the sweep table has every layer); lie detection uses LR's
-        truth = {m: {"layer": sweep.best_layer(m), **{k: r[k] for k in ("accuracy", "auroc", "accuracy_single", "auroc_single")}}
-                 for m in METHODS for r in rows if r["method"] == m and r["layer"] == sweep.best_layer(m)}
+        best = {m: sweep.best_layer(m) for m in METHODS}
+        best_layer = best["lr"]
+        truth = {m: {"layer": best[m], **{k: r[k] for k in ("accuracy", "auroc", "accuracy_single", "auroc_single")}}
+                 for m in METHODS for r in rows if r["method"] == m and r["layer"] == best[m]}
         advance(1)
 
         # 3. lie detection at the best layer with the LR probe (trained on honest + liar, train entities)

@@ -96,7 +96,7 @@ def _encode(tokenizer, texts: List[str]) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def _value_positions(prompts, world: World, tokenizer):
-    """Per prompt: (row, token position of the stated value, id of the real attribute or -1, claim holds).
+    """Per prompt: (row, token position of the stated value, id of the real attribute or -100 (ignored), claim holds).
 
     The stated value is the fact's attribute, or the second number of a comparison; "claim holds" is
     the truth of the statement without its negation. Positions count word-level tokens after <bos>.
@@ -155,11 +155,7 @@ def train(settings: TrainSettings, progress: bool = True):
         if settings.tie_embeddings:
             model.unembed.original_component.weight = model.embed.original_component.weight
         early: dict = {}
-
-        def grab(x, hook):
-            early["resid"] = x
-            return x
-
+        grab = _grabber(early, "resid")
         hook = f"blocks.{min(settings.early_layer, settings.n_layers - 1)}.hook_resid_post"
         gen = torch.Generator().manual_seed(settings.seed)
         scaffold = {name: _readout(settings.d_model, gen) for name in ("claim", "truth")}
@@ -181,7 +177,8 @@ def train(settings: TrainSettings, progress: bool = True):
                     g["lr"] = _lr(step, settings)
                 rows = torch.randint(0, k_ids.shape[0], (settings.knowledge_batch,), generator=gen)
                 kid, kmask = k_ids[rows], k_mask[rows]
-                kid, kmask = kid[:, : int(kmask.sum(1).max())], kmask[:, : int(kmask.sum(1).max())]
+                width = int(kmask.sum(1).max())  # the longest sentence drawn, not the longest of all
+                kid, kmask = kid[:, :width], kmask[:, :width]
                 k_logits = model.run_with_hooks(kid, attention_mask=kmask, fwd_hooks=[(hook, grab)])
                 k_targets = kid[:, 1:].masked_fill(kmask[:, 1:] == 0, -100).reshape(-1)
                 lm_loss = F.cross_entropy(k_logits[:, :-1].reshape(-1, k_logits.shape[-1]), k_targets, ignore_index=-100)
