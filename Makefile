@@ -1,25 +1,43 @@
-# make demo  : set up .venv (idempotent) and run the main job on the built-in model organism
-# make test  : set up .venv with test extras and run the test suite
-PY      ?= python3
-VENV    ?= .venv
-BIN      = $(VENV)/bin
-PIP      = $(BIN)/python -m pip install -c constraints.txt
-STAMP    = $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
-TSTAMP   = $(VENV)/.installed-test-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+# make demo  : set up .venv from the lock (idempotent) and run the main job on the built-in model organism
+# make test  : set up .venv with the test extras from the lock and run the test suite
+# make lock  : re-resolve requirements/*.lock from pyproject.toml (a deliberate upgrade; see README)
+# make check-latest : the test suite in a throw-away venv on the newest releases (drift check, not CI)
+PY       ?= python3
+VENV     ?= .venv
+BIN       = $(VENV)/bin
+LOCK      = requirements/lock.txt
+BASE_LOCK = requirements/lock-base.txt
+# Install from the lock only: exact versions and hashes, no dependency resolution, no build isolation
+# (the build back-end comes from the lock too), so set-up never reaches for a version outside it.
+INSTALL   = $(BIN)/python -m pip install -q --no-deps --require-hashes
+EDITABLE  = $(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+STAMP     = $(VENV)/.installed-$(shell cat pyproject.toml $(BASE_LOCK) | cksum | cut -d' ' -f1)
+TSTAMP    = $(VENV)/.installed-test-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 
-.PHONY: setup setup-test demo test bench clean
+# Lock compilation: uv, pinned. The torch CPU wheel is found in TORCH_WHEELS (a folder or an index);
+# on a machine without the local wheel: make lock TORCH_WHEELS='--extra-index-url <PyTorch CPU index>'.
+UV_VERSION   = 0.13.9
+LOCKVENV     = .lockvenv
+TORCH_WHEELS ?= --find-links /opt/wheels
+UV_COMPILE   = $(LOCKVENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+               --python-platform x86_64-manylinux_2_28 --index-strategy unsafe-best-match $(TORCH_WHEELS) \
+               --custom-compile-command "make lock"
+
+.PHONY: setup setup-test demo test bench lock check-latest clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -q --upgrade pip
-	$(PIP) -q torch==2.13.0
-	$(PIP) -q -e .
+$(STAMP): $(BIN)/python pyproject.toml $(BASE_LOCK)
+	$(INSTALL) -r $(BASE_LOCK)
+	$(EDITABLE)
+	$(BIN)/python -m pip check
 	touch $@
 
-$(TSTAMP): $(STAMP)
-	$(PIP) -q -e '.[test,ray]'
+$(TSTAMP): $(STAMP) $(LOCK)
+	$(INSTALL) -r $(LOCK)
+	$(EDITABLE)
+	$(BIN)/python -m pip check
 	touch $@
 
 setup: $(STAMP)
@@ -34,5 +52,28 @@ test: setup-test
 bench: setup-test
 	$(BIN)/python benchmarks/bench_capture.py
 
+$(LOCKVENV)/bin/uv:
+	$(PY) -m venv $(LOCKVENV)
+	$(LOCKVENV)/bin/python -m pip install -q uv==$(UV_VERSION)
+
+# The full lock (package + test + ray extras + build back-end) first; the base lock is then resolved
+# under it as a constraint, so that every package has the same version in both.
+lock: $(LOCKVENV)/bin/uv
+	$(UV_COMPILE) pyproject.toml requirements/build.in --extra test --extra ray \
+	    -c requirements/constraints.in -o $(LOCK)
+	$(UV_COMPILE) pyproject.toml requirements/build.in -c requirements/constraints.in -c $(LOCK) -o $(BASE_LOCK)
+	@echo "lock written: $(LOCK), $(BASE_LOCK); run make test before committing it"
+
+# Newest releases of every dependency (pyproject's upper caps lifted, torch held at the CPU build),
+# in a throw-away venv; prints the failing tests. Not part of CI: run it before lifting a cap.
+check-latest: $(LOCKVENV)/bin/uv
+	rm -rf .latest-venv && $(PY) -m venv .latest-venv
+	.latest-venv/bin/python -m pip install -q torch==2.13.0
+	$(PY) requirements/uncapped.py > .latest-venv/overrides.txt
+	$(LOCKVENV)/bin/uv pip install --quiet --python .latest-venv/bin/python $(TORCH_WHEELS) \
+	    -c requirements/constraints.in --override .latest-venv/overrides.txt -e '.[test,ray]'
+	.latest-venv/bin/python -m pip list --format=freeze | grep -iE '^(transformers|transformer-lens|torch)=='
+	.latest-venv/bin/python -m pytest -q -p no:cacheprovider -rfE
+
 clean:
-	rm -rf $(VENV) liedetect-demo
+	rm -rf $(VENV) $(LOCKVENV) .latest-venv liedetect-demo

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import torch
 
+from liedetect.compat import check_generation_versions
 from liedetect.errors import DataError, LayerError, SteeringError
 from liedetect.models import check_hook, resolve_layers
 from liedetect.progress import progress_bar
@@ -463,6 +464,7 @@ def maybe_steer(model: Any, spec: Optional[SteeringSpec], alpha: Optional[float]
 def generate(model: Any, prompts: Union[str, Sequence[str]], spec: Optional[SteeringSpec] = None,
              alpha: Optional[float] = None, max_new_tokens: int = 30, greedy: bool = True, seed: int = 0) -> List[str]:
     """Continuations of each prompt (prompt text excluded), steered by `spec` when given."""
+    check_generation_versions()
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     out = []
     for prompt in prompt_list:
