@@ -11,6 +11,7 @@ from probes.lat import LATProbe, PCAProbe
 from probes.logistic import LogisticProbe
 from probes.mass_mean import MassMeanProbe
 from probes.random_probe import RandomProbe
+from probes.multilayer import MultiLayerProbe  # noqa: F401  (registers "multi-layer" for load(); takes [n, L, d])
 from probes.ttpd import TTPDProbe  # noqa: F401  (registers "ttpd" for load(); fitted with polarity, not through make_probe)
 
 # name -> (class, preset hyper-parameters)
