@@ -10,24 +10,11 @@ import torch
 from liedetect.organism.world import FALSE_WORD, TRUE_WORD, Prompt, World
 
 
-@torch.no_grad()
 def answer_margins(model: Any, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
     """logit(' True') - logit(' False') at each prompt's last real token (read from the attention mask)."""
-    tok = model.tokenizer
-    true_id, false_id = tok.convert_tokens_to_ids([TRUE_WORD, FALSE_WORD])
-    out: List[np.ndarray] = []
-    device = next(model.parameters()).device
-    for i in range(0, len(texts), batch_size):
-        enc = tok(list(texts[i:i + batch_size]), padding=True, return_tensors="pt")
-        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        logits = model(ids, attention_mask=mask)
-        if tok.padding_side == "left":
-            last = torch.full((ids.shape[0],), ids.shape[1] - 1, device=device)
-        else:
-            last = mask.sum(1) - 1
-        rows = logits[torch.arange(ids.shape[0], device=device), last].float()
-        out.append((rows[:, true_id] - rows[:, false_id]).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+    from liedetect.zero_shot import answer_margins as margins
+
+    return margins(model, texts, (TRUE_WORD, FALSE_WORD), batch_size)
 
 
 def said_true(model: Any, prompts: Sequence[Prompt], batch_size: int = 256) -> np.ndarray:
