@@ -105,12 +105,12 @@ class MultiLayerProbe(Probe):
             else:
                 oof = self._out_of_fold_scores(Z, labels, groups)
                 s_mu, s_sd = oof.mean(0), np.where(oof.std(0) > 0, oof.std(0), 1.0)
-                combiner = _lr(self.C).fit((oof - s_mu) / s_sd, labels)
-                a = combiner.coef_[0] / s_sd
+                std_w, intercept = self._nonnegative_combiner((oof - s_mu) / s_sd, labels)
+                a = std_w / s_sd
                 W, B = self._per_layer_fit(Z, labels)
                 coef = a[:, None] * W
-                bias = float(combiner.intercept_[0] - (a * s_mu).sum() + (a * B).sum())
-                weights = combiner.coef_[0]  # per unit of each layer's score spread: comparable across layers
+                bias = float(intercept - (a * s_mu).sum() + (a * B).sum())
+                weights = std_w  # per unit of each layer's score spread: comparable across layers
                 info["out_of_fold_accuracy_per_layer"] = [float(((oof[:, i] >= 0) == labels).mean()) for i in range(L)]
         scores = np.einsum("nld,ld->n", Z, coef) + bias
         info["train_accuracy"] = float(((scores >= 0).astype(int) == labels).mean())
@@ -122,6 +122,29 @@ class MultiLayerProbe(Probe):
         self._restack(L, d)
         self.layer_weights_ = torch.from_numpy(np.asarray(weights, dtype=np.float32))
         return self
+
+    def _nonnegative_combiner(self, S: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """Logistic weights on standardised per-layer scores, none negative (Breiman's constraint for stacking).
+
+        A negative weight would trust a layer *against* its own probe: on layers without signal the
+        out-of-fold scores of an overfitted probe are anti-correlated with the labels, and an
+        unconstrained combiner would then invert the refitted probe. Layers with a negative weight are
+        dropped and the rest refitted; if none is left, the best out-of-fold layer is used alone.
+        """
+        keep = np.arange(S.shape[1])
+        while keep.size:
+            model = _lr(self.C).fit(S[:, keep], y)
+            w = model.coef_[0]
+            if (w >= 0).all():
+                out = np.zeros(S.shape[1])
+                out[keep] = w
+                return out, float(model.intercept_[0])
+            keep = keep[w > 0]
+        best = int(np.argmax([((S[:, i] >= 0) == y).mean() for i in range(S.shape[1])]))
+        model = _lr(self.C).fit(S[:, [best]], y)
+        out = np.zeros(S.shape[1])
+        out[best] = max(float(model.coef_[0, 0]), 1e-6)
+        return out, float(model.intercept_[0])
 
     def _out_of_fold_scores(self, Z: np.ndarray, y: np.ndarray, groups: Sequence[Any] | None) -> np.ndarray:
         oof = np.zeros((Z.shape[0], Z.shape[1]))
