@@ -7,12 +7,13 @@ VENV     ?= .venv
 BIN       = $(VENV)/bin
 LOCK      = requirements/lock.txt
 BASE_LOCK = requirements/lock-base.txt
+BUILD_LOCK = requirements/lock-build.txt
 # Install from the lock only: exact versions and hashes, no dependency resolution, no build isolation
 # (the build back-end comes from the lock too), so set-up never reaches for a version outside it.
 INSTALL   = $(BIN)/python -m pip install -q --no-deps --require-hashes
 EDITABLE  = $(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 STAMP     = $(VENV)/.installed-$(shell cat pyproject.toml $(BASE_LOCK) | cksum | cut -d' ' -f1)
-TSTAMP    = $(VENV)/.installed-test-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
+TSTAMP    = $(VENV)/.installed-test-$(shell cat pyproject.toml $(LOCK) $(BUILD_LOCK) | cksum | cut -d' ' -f1)
 
 # Lock compilation: uv, pinned. The torch CPU wheel is found in TORCH_WHEELS (a folder or an index);
 # on a machine without the local wheel: make lock TORCH_WHEELS='--extra-index-url <PyTorch CPU index>'.
@@ -34,8 +35,11 @@ $(STAMP): $(BIN)/python pyproject.toml $(BASE_LOCK)
 	$(BIN)/python -m pip check
 	touch $@
 
-$(TSTAMP): $(STAMP) $(LOCK)
-	$(INSTALL) -r $(LOCK)
+# The full lock has an sdist (llama-cpp-python, the interop extra): its build back-end is installed from
+# the lock first, then the sdist is built against it without build isolation (pip caches the wheel).
+$(TSTAMP): $(STAMP) $(LOCK) $(BUILD_LOCK)
+	$(INSTALL) -r $(BUILD_LOCK)
+	$(INSTALL) --no-build-isolation -r $(LOCK)
 	$(EDITABLE)
 	$(BIN)/python -m pip check
 	touch $@
@@ -56,13 +60,15 @@ $(LOCKVENV)/bin/uv:
 	$(PY) -m venv $(LOCKVENV)
 	$(LOCKVENV)/bin/python -m pip install -q uv==$(UV_VERSION)
 
-# The full lock (package + test + ray extras + build back-end) first; the base lock is then resolved
+# The full lock (package + test, ray and interop extras + build back-ends) first; the base lock is then resolved
 # under it as a constraint, so that every package has the same version in both.
 lock: $(LOCKVENV)/bin/uv
-	$(UV_COMPILE) pyproject.toml requirements/build.in --extra test --extra ray \
+	$(UV_COMPILE) pyproject.toml requirements/build.in requirements/build-interop.in \
+	    --extra test --extra ray --extra interop \
 	    -c requirements/constraints.in -o $(LOCK)
 	$(UV_COMPILE) pyproject.toml requirements/build.in -c requirements/constraints.in -c $(LOCK) -o $(BASE_LOCK)
-	@echo "lock written: $(LOCK), $(BASE_LOCK); run make test before committing it"
+	$(UV_COMPILE) requirements/build.in requirements/build-interop.in -c $(LOCK) -o $(BUILD_LOCK)
+	@echo "lock written: $(LOCK), $(BASE_LOCK), $(BUILD_LOCK); run make test before committing it"
 
 # Newest releases of every dependency (pyproject's upper caps lifted, torch held at the CPU build),
 # in a throw-away venv; prints the failing tests. Not part of CI: run it before lifting a cap.
