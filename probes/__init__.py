@@ -11,7 +11,9 @@ from probes.lat import LATProbe, PCAProbe
 from probes.logistic import LogisticProbe
 from probes.mass_mean import MassMeanProbe
 from probes.random_probe import RandomProbe
-from probes.registry import METHODS, PAIRED, is_paired, make_probe
+from probes.registry import METHODS, is_paired, make_probe, paired_methods
+
+PAIRED = paired_methods()
 
 __all__ = [
     "Probe", "ContrastProbe", "load", "ProbeError",
