@@ -315,6 +315,7 @@ KILL_SCRIPT = r"""
 import sys, time
 from liedetect import scoring
 from liedetect.models import tiny_native
+from liedetect.scoring import run as scoring_run
 slow = scoring.local_runner
 def local_runner(scorer):
     run = slow(scorer)
@@ -323,7 +324,7 @@ def local_runner(scorer):
             time.sleep(0.15)
             yield recs
     return wrapped
-scoring.local_runner = local_runner
+scoring_run.local_runner = local_runner  # the module whose score_transcripts calls it
 model = tiny_native(seed=0)
 probe = scoring.load_probe(sys.argv[1], model)
 scoring.score_transcripts(model, probe, sys.argv[2], out=sys.argv[3], batch_size=3, resume=True, progress=False)
