@@ -215,7 +215,8 @@ def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved prob
     from liedetect.datasets import load_dataset
     from liedetect.errors import ProbeMismatchError
     from liedetect.models import load_model
-    from liedetect.training import evaluate_probe, load_probe
+    from liedetect.probe_io import load_probe
+    from liedetect.training import evaluate_probe
 
     saved = probes_pkg.load(probe)
     spec = model or saved.meta_.get("model_spec")
@@ -307,7 +308,7 @@ def steer(probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (
                                    scale=scale)
     console.print(spec.summary())
     if gguf is not None:
-        from liedetect.gguf_export import export_gguf
+        from liedetect.steering.gguf_export import export_gguf
 
         console.print(f"control vector -> {export_gguf(spec.calibrate(bridge) if scale == 'norm' else spec, gguf, model_hint=model_id(bridge))}")
     if sweep:
@@ -366,7 +367,8 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
     """Score chat transcripts for deception with a probe; stream JSONL, calibrate, write an HTML report."""
     from liedetect.models import load_model
     from liedetect.report import save_plots, write_report
-    from liedetect.scoring import load_probe, load_transcripts, message_rows, score_transcripts
+    from liedetect.probe_io import load_probe
+    from liedetect.scoring import load_transcripts, message_rows, score_transcripts
 
     data = load_transcripts(transcripts, strict=strict)  # bad input fails before a model is loaded
     bridge = load_model(model, device=device, dtype=dtype)

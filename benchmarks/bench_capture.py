@@ -31,6 +31,7 @@ from liedetect.datasets import builtin, load_statements  # noqa: E402
 from liedetect.models import random_gpt2  # noqa: E402
 
 CITIES = ROOT.parent / "shared" / "data" / "truth_is_universal" / "cities.csv"
+GPT2_DIR = ROOT.parent / "shared" / "tokenizers" / "gpt2"  # GPT-2's tokenizer and config for the random model
 
 
 def statements(n: int):
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "capture.json"))
     args = parser.parse_args()
     texts, source = statements(args.n)
-    model = random_gpt2(seed=0)
+    model = random_gpt2(GPT2_DIR, seed=0)
     if args.memory_of:
         print(json.dumps(peak_extra_rss(lambda: run_mode(args.memory_of, model, texts, args.layer, args.batch_size))))
         return

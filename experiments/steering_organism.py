@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from liedetect.activations import Marker, extract  # noqa: E402
 from liedetect.organism.behaviour import said_true  # noqa: E402
-from liedetect.orthogonalize import ablation_spec  # noqa: E402
+from liedetect.steering.orthogonalize import ablation_spec  # noqa: E402
 from liedetect.steering import SteeringSpec, steer  # noqa: E402
 
 # Stated before measuring: ablating the truth directions may cost the knowledge sentences at most this

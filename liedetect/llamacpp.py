@@ -1,6 +1,6 @@
 """Run a GGUF model in llama.cpp (llama-cpp-python, the `interop` extra) with an exported control vector.
 
-This is the other side of `liedetect.gguf_export`: it lays a control vector out exactly as llama.cpp's
+This is the other side of `liedetect.steering.gguf_export`: it lays a control vector out exactly as llama.cpp's
 own loader does (`common_control_vector_load`: tensor `direction.N` fills buffer offset (N-1)*n_embd,
 strengths multiply and files add up) and hands it to `llama_set_adapter_cvec` for layers 1..n_layer-1.
 llama.cpp then adds the layer-N slice to the output of block N (after the feed-forward residual add,
@@ -64,7 +64,7 @@ def control_vector_buffer(directions: Mapping[int, Any], n_embd: int, n_layer: i
 
 def read_control_vector(path: Union[str, Path]) -> Dict[int, np.ndarray]:
     """The `direction.N` tensors of a control-vector GGUF, by layer N."""
-    from liedetect.gguf_export import ARCH, read_gguf
+    from liedetect.steering.gguf_export import ARCH, read_gguf
 
     info = read_gguf(path)
     if info["arch"] != ARCH:

@@ -14,7 +14,6 @@ import torch
 from liedetect.errors import LayerError, ModelNotFoundError
 
 HOOKS = ("resid_pre", "resid_mid", "resid_post", "out")
-SHARED_GPT2 = Path(__file__).resolve().parent.parent.parent / "shared" / "tokenizers" / "gpt2"
 
 ModelSpec = Union[str, Path, dict, Any]
 
@@ -134,24 +133,25 @@ def check_hook(model: Any, layer: int, hook: str) -> str:
     return name
 
 
-def gpt2_tokenizer(path: Optional[Path] = None):
-    """The real GPT-2 tokenizer from the shared folder (for tests and benchmarks)."""
+def gpt2_tokenizer(path: Union[str, Path]):
+    """The real GPT-2 tokenizer from a folder of its files (tests and benchmarks pass theirs in)."""
     from transformers import GPT2TokenizerFast
 
-    path = Path(path or os.environ.get("LIEDETECT_GPT2_DIR", SHARED_GPT2))
+    path = Path(path)
     if not (path / "vocab.json").exists():
-        raise ModelNotFoundError(f"No GPT-2 tokenizer files at {path}; set LIEDETECT_GPT2_DIR to a folder with vocab.json and merges.txt.")
+        raise ModelNotFoundError(f"No GPT-2 tokenizer files at {path}; pass a folder with GPT-2's vocab.json and merges.txt.")
     tok = GPT2TokenizerFast.from_pretrained(str(path))
     tok.pad_token = tok.eos_token
     return tok
 
 
-def random_gpt2(seed: int = 0, n_layers: Optional[int] = None, device: Optional[str] = None):
-    """A randomly initialised GPT-2-small-shaped model with the real GPT-2 tokenizer."""
+def random_gpt2(tokenizer_dir: Union[str, Path], seed: int = 0, n_layers: Optional[int] = None,
+                device: Optional[str] = None):
+    """A randomly initialised GPT-2-small-shaped model with the real GPT-2 tokenizer and config from `tokenizer_dir`."""
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    tok = gpt2_tokenizer()
+    tok = gpt2_tokenizer(tokenizer_dir)
     config = GPT2Config.from_pretrained(str(Path(tok.name_or_path)))
     if n_layers is not None:
         config.n_layer = n_layers
@@ -161,14 +161,15 @@ def random_gpt2(seed: int = 0, n_layers: Optional[int] = None, device: Optional[
     return _finish(model, f"random-gpt2-seed{seed}")
 
 
-def tiny_native(seed: int = 0, n_layers: int = 3, d_model: int = 64, device: Optional[str] = None):
-    """A small randomly initialised TL-native decoder with the GPT-2 tokenizer (for tests)."""
+def tiny_native(tokenizer_dir: Union[str, Path], seed: int = 0, n_layers: int = 3, d_model: int = 64,
+                device: Optional[str] = None):
+    """A small randomly initialised TL-native decoder with the GPT-2 tokenizer from `tokenizer_dir` (for tests)."""
     import tempfile
 
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge import TransformerBridge
 
-    tok = gpt2_tokenizer()
+    tok = gpt2_tokenizer(tokenizer_dir)
     tok_dir = Path(tempfile.gettempdir()) / "liedetect-gpt2-tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
         tok.save_pretrained(str(tok_dir))

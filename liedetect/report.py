@@ -78,7 +78,7 @@ def histogram_png(rows: Sequence[Dict[str, Any]], threshold: Optional[float] = N
 
 def roc_png(rows: Sequence[Dict[str, Any]]) -> Optional[bytes]:
     """PNG of the ROC curve of labelled messages (deceptive = positive); None without both classes."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from probes.metrics import auroc, roc_curve
 
     lab = [r for r in rows if r.get("label") in (0, 1)]
     y = np.array([1 - r["label"] for r in lab])
@@ -90,9 +90,9 @@ def roc_png(rows: Sequence[Dict[str, Any]]) -> Optional[bytes]:
     import matplotlib.pyplot as plt
 
     s = np.array([r["score"] for r in lab])
-    fpr, tpr, _ = roc_curve(y, s)
+    fpr, tpr = roc_curve(y, s)
     fig, ax = plt.subplots(figsize=(4, 3.6))
-    ax.plot(fpr, tpr, label=f"AUROC {roc_auc_score(y, s):.3f}")
+    ax.plot(fpr, tpr, label=f"AUROC {auroc(y, s):.3f}")
     ax.plot([0, 1], [0, 1], color="#aaa", linestyle=":")
     ax.set_xlabel("false-positive rate (honest flagged)")
     ax.set_ylabel("recall (deceptive flagged)")

@@ -19,13 +19,16 @@ from liedetect.activations import extract
 from liedetect.datasets import StatementDataset, contrast_pairs, format_prompts
 from liedetect.errors import DataError, ProbeMismatchError
 from liedetect.models import hook_name, model_id, resolve_layers
+from liedetect.probe_io import check_probe, load_probe
 from liedetect.progress import progress_bar
-from probes.base import check_expect
 from probes.errors import ProbeError
 from probes.metrics import evaluate
 from probes.sweep import SweepResult, splits, sweep
 
 DEFAULT_TEMPLATE = "true-false"
+
+__all__ = ["DEFAULT_TEMPLATE", "ProbeInputs", "capture_inputs", "probe_meta", "score_inputs", "TrainResult", "train_probe",
+           "sweep_model", "load_probe", "evaluate_probe"]
 
 
 @dataclass
@@ -175,19 +178,6 @@ def sweep_model(model: Any, dataset: StatementDataset, layers: Union[str, int, S
     return result
 
 
-def load_probe(path: Union[str, Path], model: Any = None, layer: Optional[int] = None, hook: Optional[str] = None) -> probes.Probe:
-    """Load a saved probe; if it was trained on another model, layer or hook than given, raise ProbeMismatchError."""
-    probe = probes.load(path)
-    expect = {"model_id": None if model is None else model_id(model), "layer": layer, "hook": hook}
-    if model is not None:
-        expect["d_model"] = model.cfg.d_model
-    try:
-        check_expect(probe.meta_, expect, Path(path).name)
-    except ProbeError as exc:
-        raise ProbeMismatchError(str(exc)) from None
-    return probe
-
-
 def evaluate_probe(probe: probes.Probe, model: Any, dataset: StatementDataset, n_boot: int = 200, seed: int = 0,
                    batch_size: int = 32, progress: bool = True) -> Dict[str, float]:
     """Metrics of a saved probe on a dataset, captured the way the probe was trained (layer, hook, position, template)."""
@@ -196,11 +186,7 @@ def evaluate_probe(probe: probes.Probe, model: Any, dataset: StatementDataset, n
     if missing:
         raise ProbeMismatchError(f"This probe records no {', '.join(missing)}; it was not trained through liedetect, so pass activations to probes directly.")
     layer = int(meta["layer"])
-    load_probe_check = {"model_id": model_id(model), "d_model": model.cfg.d_model}
-    try:
-        check_expect(meta, load_probe_check, "this probe")
-    except ProbeError as exc:
-        raise ProbeMismatchError(str(exc)) from None
+    check_probe(probe, model)
     inputs = capture_inputs(model, dataset, [layer], [probe.method], meta["position"], meta["hook"],
                             meta.get("template", DEFAULT_TEMPLATE), batch_size, progress)
     return score_inputs(probe, inputs, layer, n_boot=n_boot, seed=seed)

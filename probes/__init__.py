@@ -10,11 +10,16 @@ from probes.errors import ProbeError
 from probes.lat import LATProbe, PCAProbe
 from probes.logistic import LogisticProbe
 from probes.mass_mean import MassMeanProbe
+from probes.multilayer import MultiLayerProbe
 from probes.random_probe import RandomProbe
-from probes.registry import METHODS, PAIRED, is_paired, make_probe
+from probes.registry import METHODS, is_paired, make_probe, paired_methods
+from probes.ttpd import TTPDProbe
+
+PAIRED = paired_methods()
 
 __all__ = [
     "Probe", "ContrastProbe", "load", "ProbeError",
     "LogisticProbe", "MassMeanProbe", "LATProbe", "PCAProbe", "CCSProbe", "RandomProbe",
+    "TTPDProbe", "MultiLayerProbe",
     "METHODS", "PAIRED", "make_probe", "is_paired",
 ]

@@ -23,19 +23,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from probes.errors import ProbeError
+from probes.registry import probe_class
 from probes.validation import as_labels, as_matrix, check_pairs, check_width
 
 FORMAT = "liedetect-probe"
 FORMAT_VERSION = 1
-REGISTRY: dict[str, type["Probe"]] = {}
-
-
-def register(cls: type["Probe"]) -> type["Probe"]:
-    """Class decorator: make a probe class loadable by its ``method`` name."""
-    REGISTRY[cls.method] = cls
-    return cls
-
-
 def data_hash(*arrays: Any) -> str:
     """SHA-256 of the exact bytes (and shapes) of the training arrays."""
     h = hashlib.sha256()
@@ -281,8 +273,6 @@ def check_expect(meta: dict[str, Any], expect: dict[str, Any] | None, name: str 
 
 def load(path: str | Path, expect: dict[str, Any] | None = None) -> Probe:
     """Load a saved probe; with ``expect`` (e.g. model_id, hook, layer), refuse one trained elsewhere."""
-    import probes.registry  # noqa: F401  (fills REGISTRY)
-
     st_path, js_path = probe_paths(path)
     if not js_path.exists() or not st_path.exists():
         raise ProbeError(f"No saved probe at {path}: expected both {js_path.name} and {st_path.name} next to each other.")
@@ -295,9 +285,7 @@ def load(path: str | Path, expect: dict[str, Any] | None = None) -> Probe:
     meta = dict(sidecar.get("meta") or {})
     meta.setdefault("d_model", sidecar.get("d_model"))
     check_expect(meta, expect, js_path.name)
-    cls = REGISTRY.get(sidecar.get("method"))
-    if cls is None:
-        raise ProbeError(f"{js_path} uses unknown probe method {sidecar.get('method')!r}; known: {', '.join(sorted(REGISTRY))}.")
+    cls = probe_class(sidecar.get("method"), str(js_path))
     try:
         tensors = load_file(str(st_path))
     except Exception as exc:  # safetensors raises its own error types

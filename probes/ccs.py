@@ -23,8 +23,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from probes.base import ContrastProbe, data_hash, register
+from probes.base import ContrastProbe, data_hash
 from probes.errors import ProbeError
+from probes.registry import register
 
 NORMALIZE = ("full", "mean", "none")
 CALIBRATION = ("labels", "none")

@@ -15,9 +15,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from probes.base import ContrastProbe, Probe, data_hash, register
+from probes.base import ContrastProbe, Probe, data_hash
 from probes.calibration import platt, unit_scale
 from probes.errors import ProbeError
+from probes.registry import register, register_preset
 from probes.validation import as_labels, as_matrix
 
 
@@ -101,6 +102,11 @@ class LATProbe(ContrastProbe):
         """Signed score per pair from the projection of its difference (> 0: statement true)."""
         xp, xn = self._pair_input(X_pos, X_neg)
         return (xp - xn) @ self.pair_coef_ + float(self.pair_bias_[0])
+
+
+# RepE's recipe: raw differences in random order (side-centring first would make the flips a no-op,
+# i.e. this would be `lat` again)
+register_preset("lat-random", LATProbe, pairing="random", center_sides=False)
 
 
 @register

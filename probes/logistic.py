@@ -10,9 +10,10 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from probes.base import Probe, data_hash, register
+from probes.base import Probe, data_hash
 from probes.calibration import platt
 from probes.errors import ProbeError
+from probes.registry import register
 from probes.validation import as_labels, as_matrix
 
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 7))

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
 
-from probes.base import Probe, data_hash, register
+from probes.base import Probe, data_hash
 from probes.calibration import platt
+from probes.registry import register, register_preset
 from probes.validation import as_labels, as_matrix
 
 
@@ -54,3 +55,6 @@ class MassMeanProbe(Probe):
         self._set_fitted(torch.from_numpy(theta), coef, c, mean=torch.from_numpy((mu1 + mu0) / 2), std=None,
                          train_hash=data_hash(Xt, labels), n_train=len(labels), info=info)
         return self
+
+
+register_preset("mass-mean-iid", MassMeanProbe, iid=True)

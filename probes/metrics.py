@@ -1,12 +1,19 @@
-"""Evaluation metrics for probes: accuracy, AUROC, expected calibration error, bootstrap intervals."""
+"""Detection metrics, the one home for every part of liedetect: accuracy, AUROC and the ROC curve, threshold and
+recall at a false-positive rate, confusion counts, expected calibration error, bootstrap intervals.
+
+Pure math on score arrays (numpy or torch); no model, no file. Callers that speak of lies pass lies as the
+positive class and "higher = more suspicious" scores.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as _sk_roc_curve
 
 from probes.errors import ProbeError
 
@@ -36,6 +43,38 @@ def auroc(y: Any, p: Any) -> float:
     if len(np.unique(yy)) < 2:
         return float("nan")
     return float(roc_auc_score(yy, pp))
+
+
+def roc_curve(y: Any, p: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rates, true-positive rates) of the ROC curve of scores `p` for 0/1 labels `y`."""
+    yy, pp = _check(y, p)
+    fpr, tpr, _ = _sk_roc_curve(yy, pp)
+    return fpr, tpr
+
+
+def threshold_at_fpr(negatives: Any, fpr: float = 0.01) -> float:
+    """The lowest threshold t with at most `fpr` of the negative scores strictly above t."""
+    s = np.sort(_np(negatives).astype(np.float64).ravel())[::-1]
+    if len(s) == 0:
+        raise ProbeError("No negative scores to set a threshold on; pass at least one.")
+    if not 0 <= fpr < 1:
+        raise ProbeError(f"The false-positive rate must be in [0, 1), got {fpr}.")
+    k = int(math.floor(fpr * len(s) + 1e-9))
+    return float(s[min(k, len(s) - 1)])
+
+
+def recall_at_fpr(neg_scores: Any, pos_scores: Any, fpr: float = 0.01) -> tuple[float, float]:
+    """(recall on positives, threshold) at the threshold that flags at most `fpr` of the negatives."""
+    pos = _np(pos_scores).astype(np.float64).ravel()
+    threshold = threshold_at_fpr(neg_scores, fpr) if len(_np(neg_scores).ravel()) else 0.0
+    return (float((pos > threshold).mean()) if len(pos) else float("nan")), threshold
+
+
+def confusion_counts(y_pos: Any, flagged: Any) -> dict[str, int]:
+    """tp / fp / tn / fn of boolean `flagged` against 0/1 labels `y_pos` (1 = the positive class)."""
+    y = _np(y_pos).astype(np.int64).ravel() == 1
+    f = _np(flagged).astype(bool).ravel()
+    return {"tp": int((f & y).sum()), "fp": int((f & ~y).sum()), "tn": int((~f & ~y).sum()), "fn": int((~f & y).sum())}
 
 
 def ece(y: Any, p: Any, n_bins: int = 10) -> float:

@@ -23,8 +23,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, StratifiedKFold
 
-from probes.base import Probe, data_hash, register
+from probes.base import Probe, data_hash
 from probes.errors import ProbeError
+from probes.registry import register_loadable
 from probes.validation import as_labels
 
 COMBINES = ("stack", "concat")
@@ -48,7 +49,7 @@ def _lr(C: float) -> LogisticRegression:
     return LogisticRegression(C=C, max_iter=2000)
 
 
-@register
+@register_loadable
 class MultiLayerProbe(Probe):
     """One probe over several layers (``X [n, L, d]``), combined by stacking per-layer scores or by concatenation.
 

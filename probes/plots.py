@@ -7,7 +7,7 @@ backend.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -16,10 +16,27 @@ from matplotlib.figure import Figure
 
 from probes.validation import as_labels, as_matrix
 
-if TYPE_CHECKING:  # pragma: no cover
-    from probes.sweep import GeneralizationResult, SweepResult
-
 _PNG_META = {"Software": None}  # keep files byte-stable across matplotlib builds
+
+
+class SweepLike(Protocol):
+    """What ``plot_sweep`` reads from a sweep result (``probes.sweep.SweepResult`` is one)."""
+
+    methods: Sequence[str]
+    layers: Sequence[int]
+    chance: float
+    title: str | None
+
+    def table(self) -> list[dict[str, Any]]: ...
+
+
+class GeneralizationLike(Protocol):
+    """What ``plot_generalization`` reads (``probes.sweep.GeneralizationResult`` is one)."""
+
+    method: str
+    names: Sequence[str]
+    accuracy: Any
+    auroc: Any
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -30,7 +47,7 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def plot_sweep(result: "SweepResult", path: str | Path, metric: str = "accuracy") -> Path:
+def plot_sweep(result: SweepLike, path: str | Path, metric: str = "accuracy") -> Path:
     """Mean test ``metric`` against layer, one line per method (error bars over folds), with the chance line."""
     fig = Figure(figsize=(7, 4.2))
     ax = fig.add_subplot()
@@ -58,7 +75,7 @@ def plot_sweep(result: "SweepResult", path: str | Path, metric: str = "accuracy"
     return _save(fig, path)
 
 
-def plot_generalization(result: "GeneralizationResult", path: str | Path, metric: str = "accuracy") -> Path:
+def plot_generalization(result: GeneralizationLike, path: str | Path, metric: str = "accuracy") -> Path:
     """Heatmap: rows = training dataset, columns = test dataset, cells = test ``metric``."""
     M = np.asarray(result.accuracy if metric == "accuracy" else result.auroc, dtype=float)
     k = len(result.names)

@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from probes.base import Probe, data_hash, register
+from probes.base import Probe, data_hash
 from probes.calibration import platt, unit_scale
+from probes.registry import register
 from probes.validation import as_labels, as_matrix
 
 

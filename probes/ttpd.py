@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from probes.base import Probe, data_hash, register
+from probes.base import Probe, data_hash
 from probes.errors import ProbeError
+from probes.registry import register_loadable
 from probes.validation import as_labels, as_matrix
 
 POLARITY_NAMES = {"affirmative": 1, "aff": 1, "positive": 1, "negated": 0, "neg": 0, "negative": 0}
@@ -86,7 +87,7 @@ def _lr(features: np.ndarray, y: np.ndarray, C: float) -> LogisticRegression:
         return LogisticRegression(C=C, max_iter=2000).fit(features, y)
 
 
-@register
+@register_loadable
 class TTPDProbe(Probe):
     """Truth and polarity directions (TTPD): ``fit(X, y, polarity=..., groups=...)``.
 

@@ -9,6 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 SHARED_DATA = SHARED / "data"
+GPT2_DIR = SHARED / "tokenizers" / "gpt2"  # GPT-2's tokenizer and config: test code passes it to the model builders
 
 
 @pytest.fixture(scope="session")
@@ -16,7 +17,7 @@ def tiny_model():
     """A 3-layer, 64-wide random TL-native decoder with the GPT-2 tokenizer."""
     from liedetect.models import tiny_native
 
-    return tiny_native(seed=0)
+    return tiny_native(GPT2_DIR, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from conftest import GPT2_DIR
 from liedetect.activations import Activations, Marker, Span, encode, extract, token_activations
 from liedetect.errors import CheckpointError, DataError, LayerError
 
@@ -120,7 +121,7 @@ CHILD = textwrap.dedent(
     import sys, time
     from liedetect.models import tiny_native
     from liedetect.activations import extract
-    model = tiny_native(seed=0)
+    model = tiny_native(sys.argv[2], seed=0)
     model.blocks[0].register_forward_hook(lambda *a: time.sleep(0.05))
     texts = [f"statement number {i} is {'true' if i % 3 else 'false'}" for i in range(60)]
     extract(model, texts, layers=[0, 2], out=sys.argv[1], shard_size=6, batch_size=2, progress=False)
@@ -130,7 +131,7 @@ CHILD = textwrap.dedent(
 
 def test_killed_sharded_run_resumes_to_identical_result(tiny_model, tmp_path):
     out = tmp_path / "acts"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(out)], env={**os.environ, "PYTHONPATH": os.getcwd()})
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(GPT2_DIR)], env={**os.environ, "PYTHONPATH": os.getcwd()})
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("shard-*.safetensors"))) < 3:
         time.sleep(0.02)

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from liedetect import gguf_export
+from liedetect.steering import gguf_export
 from liedetect.errors import SteeringError
 from liedetect.llamacpp import control_vector_buffer, load_llamacpp, next_token_logits, set_control_vector
 from liedetect.steering import SteeringSpec, steer

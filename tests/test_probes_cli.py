@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from conftest import GPT2_DIR
 
 runner = CliRunner()
 DATA = "builtin:larger_than"
@@ -53,7 +54,7 @@ def test_probe_from_another_model_names_both(tmp_path, minilm_path):
     code, out = run("train", "--model", minilm_path, "--data", DATA, "--limit", "40", "--method", "mass-mean", "--layer", "1",
                     "--out", tmp_path / "mm", "--quiet")
     assert code == 0, out
-    other = tiny_native(seed=0)
+    other = tiny_native(GPT2_DIR, seed=0)
     with pytest.raises(ProbeMismatchError) as err:
         load_probe(tmp_path / "mm", model=other)
     msg = str(err.value)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import GPT2_DIR
 from liedetect import scoring
 from liedetect.errors import CheckpointError, DataError, ProbeMismatchError
 from liedetect.scoring import Message, Transcript
@@ -315,6 +316,7 @@ KILL_SCRIPT = r"""
 import sys, time
 from liedetect import scoring
 from liedetect.models import tiny_native
+from liedetect.scoring import run as scoring_run
 slow = scoring.local_runner
 def local_runner(scorer):
     run = slow(scorer)
@@ -323,8 +325,8 @@ def local_runner(scorer):
             time.sleep(0.15)
             yield recs
     return wrapped
-scoring.local_runner = local_runner
-model = tiny_native(seed=0)
+scoring_run.local_runner = local_runner  # the module whose score_transcripts calls it
+model = tiny_native(sys.argv[4], seed=0)
 probe = scoring.load_probe(sys.argv[1], model)
 scoring.score_transcripts(model, probe, sys.argv[2], out=sys.argv[3], batch_size=3, resume=True, progress=False)
 """
@@ -338,7 +340,7 @@ def test_killed_run_resumes_to_identical_output(tiny_model, planted_probe, tmp_p
                            for t in ts))
     out = tmp_path / "killed.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(planted_probe), str(src), str(out)], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(planted_probe), str(src), str(out), str(GPT2_DIR)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -371,7 +373,7 @@ def hf_model_dir(tmp_path_factory):
     from liedetect.models import gpt2_tokenizer
 
     path = tmp_path_factory.mktemp("gpt2-tiny")
-    tok = gpt2_tokenizer()
+    tok = gpt2_tokenizer(GPT2_DIR)
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=128, vocab_size=len(tok))).save_pretrained(path)
     tok.save_pretrained(path)

@@ -10,6 +10,7 @@ import pytest
 from liedetect import scoring
 from liedetect.models import tiny_native
 
+from conftest import GPT2_DIR
 from test_scoring import chats
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def test_ray_engine_matches_local_engine(ray_local, tiny_model, tmp_path):
     probe.meta_ = {"layer": 1, "hook": "resid_post"}
     ts = chats(30, seed=9)
     local = scoring.score_transcripts(tiny_model, probe, ts, out=tmp_path / "local.jsonl", batch_size=4, progress=False)
-    options = {"model_factory": functools.partial(tiny_native, seed=0), "num_actors": 2}
+    options = {"model_factory": functools.partial(tiny_native, GPT2_DIR, seed=0), "num_actors": 2}
     remote = scoring.score_transcripts(tiny_model, probe, ts, out=tmp_path / "ray.jsonl", batch_size=4, engine="ray",
                                        ray_options=options, progress=False)
     assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()

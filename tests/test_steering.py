@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import GPT2_DIR
 from liedetect.errors import LayerError, SteeringError
 from liedetect.steering import SteeringSpec, contrast_directions, steer, steering_sweep
 
@@ -32,7 +33,7 @@ def gpt2_small():
 
     from liedetect.models import gpt2_tokenizer
 
-    tok = gpt2_tokenizer()
+    tok = gpt2_tokenizer(GPT2_DIR)
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=len(tok), n_positions=128))
     return TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=tok).eval()
@@ -225,7 +226,7 @@ def test_spec_from_saved_probe(tiny_model, tmp_path):
 
 
 def _orth_check(model, d, toks):
-    from liedetect.orthogonalize import ablation_spec, orthogonalize
+    from liedetect.steering.orthogonalize import ablation_spec, orthogonalize
 
     before = model(toks)
     with steer(model, ablation_spec(d, model)):
@@ -253,7 +254,7 @@ def test_orthogonalisation_unties_gpt2_embeddings(gpt2_small):
 
 
 def test_orthogonalised_native_model_saves_and_loads(tiny_model, tmp_path):
-    from liedetect.orthogonalize import load_orthogonalized, orthogonalize, save_orthogonalized
+    from liedetect.steering.orthogonalize import load_orthogonalized, orthogonalize, save_orthogonalized
 
     d = _unit(64, 15)
     toks = tiny_model.to_tokens(TEXT)
@@ -287,7 +288,7 @@ def test_sweep_on_the_unembedding_direction_raises_p_true(tiny_model, tmp_path):
 
 
 def test_gguf_control_vector_reads_back(tmp_path):
-    from liedetect.gguf_export import export_gguf, read_gguf
+    from liedetect.steering.gguf_export import export_gguf, read_gguf
 
     d = _unit(64, 16)
     spec = SteeringSpec.from_tensor(d, [1, 2], alpha=3.0)

@@ -51,17 +51,3 @@ def evaluate_organism(model: Any, n: int = 600, seed: int = 1) -> Dict[str, Any]
     from liedetect.organism.behaviour import evaluate
 
     return evaluate(model, n=n, seed=seed)
-
-
-def organism_statements(n: int = 200, seed: int = 0, split: str = "heldout"):
-    """Plain statements about the organism's world (held-out entities by default) as a StatementDataset."""
-    import random
-
-    import numpy as np
-
-    from liedetect.datasets import StatementDataset
-
-    world, rng = load_world(), random.Random(seed)
-    picked = [world.sample_statement(rng, split=split) for _ in range(n)]
-    return StatementDataset([s.text for s in picked], np.array([int(s.truth) for s in picked]), f"organism-{split}",
-                            {"kind": [s.kind for s in picked], "relation": [s.relation for s in picked]})

@@ -14,6 +14,10 @@ import torch
 
 from liedetect.organism.behaviour import answer_margins
 from liedetect.organism.world import Prompt
+from probes.metrics import auroc, recall_at_fpr
+
+__all__ = ["FAST_PARAMS", "PromptSet", "capture", "lie_scores", "auroc", "recall_at_fpr", "detection_metrics",
+           "fit_truth_probe"]
 
 
 # Settings that keep the demo within its time budget on 2 CPU cores (the defaults cross-validate C / run 10 restarts).
@@ -63,24 +67,6 @@ def lie_scores(p_true: Any, said_true: np.ndarray) -> np.ndarray:
     """How strongly the probe's reading of the truth disagrees with the answer (high = likely lie)."""
     p = np.asarray(p_true.detach().cpu() if torch.is_tensor(p_true) else p_true, dtype=float)
     return np.where(said_true, 1.0 - p, p)
-
-
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (NaN if one class is missing)."""
-    from sklearn.metrics import roc_auc_score
-
-    labels = np.asarray(labels)
-    if labels.min() == labels.max():
-        return float("nan")
-    return float(roc_auc_score(labels, scores))
-
-
-def recall_at_fpr(neg_scores: np.ndarray, pos_scores: np.ndarray, fpr: float = 0.01) -> Tuple[float, float]:
-    """(recall on positives, threshold) at the threshold that flags at most `fpr` of the negatives."""
-    neg = np.sort(np.asarray(neg_scores, dtype=float))
-    k = int(np.floor(fpr * len(neg)))
-    threshold = neg[len(neg) - k - 1] if len(neg) else 0.0  # strictly above: at most k negatives flagged
-    return float((np.asarray(pos_scores) > threshold).mean()) if len(pos_scores) else float("nan"), float(threshold)
 
 
 def detection_metrics(p_true: Any, data: PromptSet, negatives: np.ndarray, positives: np.ndarray) -> Dict[str, float]:

@@ -11,7 +11,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import numpy as np
 
 from liedetect.errors import LiedetectError
-from liedetect.scoring import Encoding, Message, Scorer, Transcript
+from liedetect.scoring.render import Encoding
+from liedetect.scoring.scorer import Scorer
+from liedetect.scoring.transcripts import Message, Transcript
 
 
 class RayEngineError(LiedetectError):

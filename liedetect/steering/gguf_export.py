@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 
 from liedetect.errors import SteeringError
-from liedetect.steering import SteeringSpec
+from liedetect.steering.spec import SteeringSpec
 
 ARCH = "controlvector"
 
@@ -22,7 +22,7 @@ def control_vectors(spec: SteeringSpec) -> Dict[int, np.ndarray]:
     """The vectors llama.cpp will add per layer: alpha (x residual norm when scale='norm') times the summed directions."""
     if spec.op != "add":
         raise SteeringError(f"llama.cpp control vectors can only add; this spec does {spec.op!r}. "
-                            f"Bake ablations into the weights with liedetect.orthogonalize instead.")
+                            f"Bake ablations into the weights with liedetect.steering.orthogonalize instead.")
     if not (isinstance(spec.positions, str) and spec.positions == "all"):
         raise SteeringError("llama.cpp applies control vectors at every token; export a spec with positions='all'.")
     if spec.hooks != ("resid_post",):

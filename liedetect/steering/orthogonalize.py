@@ -10,7 +10,8 @@ from typing import Any, List, Optional, Tuple, Union
 import torch
 
 from liedetect.errors import SteeringError
-from liedetect.steering import SteeringSpec, _as_rows
+from liedetect.steering.checks import as_rows
+from liedetect.steering.spec import SteeringSpec
 
 # The hook placement that the weight edit reproduces: the residual stream after every write.
 ABLATION_HOOKS = ("resid_pre", "resid_mid", "resid_post")
@@ -21,7 +22,7 @@ def _basis(directions: Any, d_model: int) -> torch.Tensor:
     if isinstance(directions, SteeringSpec):
         rows = torch.cat([directions.directions[layer] for layer in directions.layers])
     else:
-        rows = _as_rows(directions, "orthogonalisation")
+        rows = as_rows(directions, "orthogonalisation")
     if rows.shape[-1] != d_model:
         raise SteeringError(f"The direction has width {rows.shape[-1]} but this model's residual stream has {d_model}; "
                             f"use a direction found on this model.")
