@@ -37,9 +37,17 @@ def set_bos_policy(model: Any, policy: str) -> Any:
     return model
 
 
+def bos_token_id(tokenizer: Any) -> Optional[int]:
+    """The tokenizer's BOS id, or None when it has none (TransformerLens gives BERT a BOS that is really [UNK])."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None or bos == getattr(tokenizer, "unk_token_id", None):
+        return None
+    return int(bos)
+
+
 def tokenizer_adds_bos(tokenizer: Any) -> bool:
     """Whether `tokenizer(text)` puts the BOS token first on its own."""
-    bos = getattr(tokenizer, "bos_token_id", None)
+    bos = bos_token_id(tokenizer)
     if bos is None:
         return False
     ids = tokenizer("a", add_special_tokens=True)["input_ids"]
@@ -52,7 +60,7 @@ def apply_bos(ids: List[List[int]], offsets: List[List[Tuple[int, int]]], tokeni
     check_bos(policy)
     if policy == "auto":
         return ids, offsets
-    bos = getattr(tokenizer, "bos_token_id", None)
+    bos = bos_token_id(tokenizer)
     if bos is None:
         if policy == "always":
             raise DataError("This tokenizer has no BOS token, so --bos always cannot apply; use --bos auto or never.")
@@ -83,5 +91,5 @@ def describe_bos(model: Any, policy: Optional[str] = None) -> dict:
             "tokenizer_adds_bos": tokenizer_adds_bos(tok) if tok is not None else None}
 
 
-__all__: Sequence[str] = ("BOS_POLICIES", "apply_bos", "bos_policy", "check_bos", "describe_bos", "prompt_tokens",
+__all__: Sequence[str] = ("BOS_POLICIES", "apply_bos", "bos_policy", "bos_token_id", "check_bos", "describe_bos", "prompt_tokens",
                           "set_bos_policy", "tokenizer_adds_bos")
