@@ -1,5 +1,5 @@
 # make demo  : set up .venv from the lock (idempotent) and run the main job on the built-in model organism
-# make test  : set up .venv with the test extras from the lock and run the test suite
+# make test  : set up .venv with the test extras from the lock (SmolLM2 and llama.cpp included) and run the test suite
 # make lock  : re-resolve requirements/*.lock from pyproject.toml (a deliberate upgrade; see README)
 # make check-latest : the test suite in a throw-away venv on the newest releases (drift check, not CI)
 PY       ?= python3

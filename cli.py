@@ -62,14 +62,15 @@ def print_table(title: str, rows: List[dict]) -> None:
 
 # ---------------------------------------------------------------- foundation: info, extract
 
-ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'organism', a Hugging Face name or a local model folder.")
+ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'organism', 'smollm2', a .gguf file, a Hugging Face name or a local model folder.")
 DeviceOpt = typer.Option("auto", help="cpu, cuda, cuda:1 or auto.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+BosOpt = typer.Option("auto", "--bos", help="BOS token before each text: auto (what the model's own tokenizer does), always or never.")
 
 
 @app.command()
 @friendly_errors
-def info(model: str = typer.Argument(DEFAULT_MODEL, help="'organism', a Hugging Face name or a local folder."),
+def info(model: str = typer.Argument(DEFAULT_MODEL, help="'organism', 'smollm2', a .gguf file, a Hugging Face name or a local folder."),
          device: str = DeviceOpt) -> None:
     """Show a model's layers, width and residual hook names."""
     from liedetect.models import load_model, model_id
@@ -84,6 +85,16 @@ def info(model: str = typer.Argument(DEFAULT_MODEL, help="'organism', a Hugging 
     hooks = sorted({n.split(".", 2)[2] for n in bridge.hook_dict if n.startswith("blocks.0.hook_")})
     console.print("hooks per block: " + ", ".join(h.removeprefix("hook_") for h in hooks))
     console.print(f"example: blocks.{cfg.n_layers // 2}.hook_resid_post")
+    from liedetect.bos import describe_bos
+
+    bos = describe_bos(bridge)
+    console.print(f"BOS: policy {bos['bos']}; the tokenizer {'adds' if bos['tokenizer_adds_bos'] else 'does not add'} "
+                  f"{bos['bos_token']!r} to plain text", highlight=False)
+    source = getattr(bridge, "liedetect_source", None)
+    if source:
+        console.print(f"source: {source['name']} ({source['architecture']}, {source['quantization']}, sha256 "
+                      f"{source['sha256'][:12]}), {'read from the cache' if source['from_cache'] else 'dequantized and cached'}",
+                      highlight=False)
 
 
 @app.command()
@@ -100,14 +111,14 @@ def extract(data: str = typer.Argument(..., help="CSV/JSONL with statement,label
             limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
             truncate: bool = typer.Option(False, help="Cut over-long texts to the model's context."),
             device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
-            quiet: bool = QuietOpt) -> None:
+            bos: str = BosOpt, quiet: bool = QuietOpt) -> None:
     """Capture residual activations for a dataset into a folder (resumes after an interruption)."""
     from liedetect.activations import extract as run_extract
     from liedetect.datasets import format_prompts, load_dataset
     from liedetect.models import load_model
 
     dataset = load_dataset(data, n=limit)
-    bridge = load_model(model, device=device, dtype=dtype)
+    bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     acts = run_extract(bridge, format_prompts(dataset, template), layers=parse_layers(layers, bridge.cfg.n_layers),
                        position=position, hook=hook, batch_size=batch_size, labels=dataset.labels.tolist(), out=out,
                        shard_size=shard_size, truncate=truncate, progress=not quiet)
@@ -135,7 +146,7 @@ def train(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
           limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
           batch_size: int = typer.Option(32, min=1),
           device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
-          quiet: bool = QuietOpt) -> None:
+          bos: str = BosOpt, quiet: bool = QuietOpt) -> None:
     """Fit one probe on one layer of a model and save it with its held-out metrics."""
     from liedetect.datasets import load_dataset
     from liedetect.models import load_model
@@ -144,7 +155,7 @@ def train(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
 
     make_probe(method)  # an unknown method fails before the model loads
     dataset = load_dataset(data, n=limit, seed=seed)
-    bridge = load_model(model, device=device, dtype=dtype)
+    bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     result = train_probe(bridge, dataset, method, layer, position=position, hook=hook, template=template,
                          test_size=test_size, seed=seed, batch_size=batch_size, progress=not quiet)
     result.meta["model_spec"] = model
@@ -172,7 +183,7 @@ def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
           limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
           batch_size: int = typer.Option(32, min=1),
           device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
-          quiet: bool = QuietOpt) -> None:
+          bos: str = BosOpt, quiet: bool = QuietOpt) -> None:
     """Every probe method on every layer: a table, sweep.json/csv, a plot of accuracy by layer, the best layer."""
     from liedetect.datasets import load_dataset
     from liedetect.models import load_model
@@ -183,7 +194,7 @@ def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
     for m in chosen:
         is_paired(m)  # an unknown method fails before the model loads
     dataset = load_dataset(data, n=limit, seed=seed)
-    bridge = load_model(model, device=device, dtype=dtype)
+    bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     result = sweep_model(bridge, dataset, layers=layers, methods=chosen, position=position, hook=hook, template=template,
                          test_size=test_size, kfold=kfold, seed=seed, n_boot=n_boot, batch_size=batch_size,
                          progress=not quiet, group_by=group_by)
@@ -209,7 +220,8 @@ def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved prob
              seed: int = typer.Option(0),
              limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
              batch_size: int = typer.Option(32, min=1),
-             device: str = DeviceOpt, quiet: bool = QuietOpt) -> None:
+             device: str = DeviceOpt, quiet: bool = QuietOpt,
+             bos: Optional[str] = typer.Option(None, "--bos", help="Override the BOS policy the probe was trained with (auto, always, never).")) -> None:
     """Measure a saved probe on a dataset (accuracy, AUROC, calibration error, bootstrap intervals)."""
     import probes as probes_pkg
     from liedetect.datasets import load_dataset
@@ -225,7 +237,8 @@ def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved prob
     dataset = load_dataset(data, n=limit, seed=seed)
     bridge = load_model(spec, device=device)
     fitted = load_probe(probe, model=bridge, layer=layer, hook=hook)
-    metrics = evaluate_probe(fitted, bridge, dataset, n_boot=n_boot, seed=seed, batch_size=batch_size, progress=not quiet)
+    metrics = evaluate_probe(fitted, bridge, dataset, n_boot=n_boot, seed=seed, batch_size=batch_size, progress=not quiet,
+                             bos=bos)
     console.print(f"{fitted.summary()} on {dataset.summary()}")
     print_table("metrics", [metrics])
 

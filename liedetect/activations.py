@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from liedetect import __version__
+from liedetect.bos import apply_bos, bos_policy, describe_bos
 from liedetect.errors import CheckpointError, DataError
 from liedetect.models import check_hook, model_id, resolve_layers
 from liedetect.progress import progress_bar
@@ -82,8 +83,9 @@ class Encoded:
     offsets: List[List[Tuple[int, int]]]
 
 
-def encode(model: Any, texts: Sequence[str], max_length: Optional[int] = None, truncate: bool = False) -> Encoded:
-    """Tokenize with the model's tokenizer (its own special tokens) and check lengths against the context."""
+def encode(model: Any, texts: Sequence[str], max_length: Optional[int] = None, truncate: bool = False,
+           bos: Optional[str] = None) -> Encoded:
+    """Tokenize with the model's tokenizer (its own special tokens, then the BOS policy) and check lengths."""
     tok = model.tokenizer
     if tok is None:
         raise DataError("This model has no tokenizer; load it with one to capture from text.")
@@ -92,6 +94,7 @@ def encode(model: Any, texts: Sequence[str], max_length: Optional[int] = None, t
               truncation=truncate, max_length=limit if truncate else None)
     ids = enc["input_ids"]
     offsets = enc["offset_mapping"] if tok.is_fast else [[(0, 0)] * len(row) for row in ids]
+    ids, offsets = apply_bos(ids, offsets, tok, bos_policy(model, bos))
     for i, row in enumerate(ids):
         if len(row) > limit:
             raise DataError(f"Text {i} is {len(row)} tokens long but the model takes at most {limit}; shorten it or pass --truncate.")
@@ -189,6 +192,11 @@ class Activations:
     def d_model(self) -> int:
         """Width of the residual stream."""
         return self.acts.shape[-1]
+
+    @property
+    def bos(self) -> str:
+        """The BOS policy the texts were tokenized under ('auto' for captures that predate the record)."""
+        return str(self.meta.get("bos", "auto"))
 
     @property
     def offsets(self) -> Optional[torch.Tensor]:
@@ -291,8 +299,11 @@ def _capture(model: Any, texts: Sequence[str], layers: List[int], position: Posi
 def extract(model: Any, texts: Sequence[str], layers: Union[str, int, Sequence[int]] = "all", position: Position = "last",
             hook: str = "resid_post", batch_size: int = 32, labels: Optional[Sequence[int]] = None,
             out: Union[None, str, Path] = None, shard_size: int = 1024, padding_side: str = "right",
-            truncate: bool = False, progress: bool = True) -> Activations:
-    """Capture residual activations of `texts` at `layers`; with `out`, stream shards to disk and resume."""
+            truncate: bool = False, progress: bool = True, bos: Optional[str] = None) -> Activations:
+    """Capture residual activations of `texts` at `layers`; with `out`, stream shards to disk and resume.
+
+    `bos` ('auto', 'always', 'never'; default: the model's policy, see `liedetect.bos`) is recorded in the metadata.
+    """
     texts = list(texts)
     if not texts:
         raise DataError("No texts to capture: the dataset is empty.")
@@ -304,9 +315,9 @@ def extract(model: Any, texts: Sequence[str], layers: Union[str, int, Sequence[i
     label_tensor = None if labels is None else torch.as_tensor(list(labels), dtype=torch.long)
     if label_tensor is not None and len(label_tensor) != len(texts):
         raise DataError(f"{len(label_tensor)} labels for {len(texts)} texts.")
-    enc = encode(model, texts, truncate=truncate)
+    enc = encode(model, texts, truncate=truncate, bos=bos)
     base = Activations(acts=torch.empty(0), layers=layer_list, hook=hook, model_id=model_id(model),
-                       position=position_label(position), texts_hash=texts_hash(texts))
+                       position=position_label(position), texts_hash=texts_hash(texts), meta=describe_bos(model, bos))
     if out is None:
         with progress_bar("capturing", total=len(texts), enabled=progress) as advance:
             acts, lengths = _capture(model, texts, layer_list, position, hook, batch_size, padding_side, enc, advance)

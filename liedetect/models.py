@@ -45,10 +45,23 @@ def _finish(model: Any, spec_id: str) -> Any:
     return model
 
 
-def load_model(spec: ModelSpec = "organism", device: Optional[str] = None, dtype=None) -> Any:
-    """Load a model as a TransformerBridge in eval mode, with its tokenizer at `model.tokenizer`."""
+def load_model(spec: ModelSpec = "organism", device: Optional[str] = None, dtype=None, bos: str = "auto",
+               cache: bool = True) -> Any:
+    """Load a model as a TransformerBridge in eval mode, with its tokenizer at `model.tokenizer`.
+
+    `spec`: 'organism', 'smollm2', a .gguf file, a local folder, a Hugging Face name or a TL-native config.
+    `bos` is the BOS policy recorded on the model (see `liedetect.bos`); `cache` keeps dequantized GGUF weights.
+    """
+    from liedetect.bos import set_bos_policy
+
+    return set_bos_policy(_load(spec, device, dtype, cache), bos)
+
+
+def _load(spec: ModelSpec, device: Optional[str], dtype, cache: bool) -> Any:
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge import TransformerBridge
+
+    from liedetect import gguf_models
 
     dev = pick_device(device)
     dt = _parse_dtype(dtype)
@@ -60,9 +73,11 @@ def load_model(spec: ModelSpec = "organism", device: Optional[str] = None, dtype
         from liedetect.organism import load_organism
 
         return _finish(load_organism(device=dev, dtype=dt), "organism")
+    if gguf_models.is_gguf_spec(spec):
+        return _load_gguf(spec, dev, dt, cache)
     local = Path(spec).expanduser()
     if local.exists() and not (local / "config.json").exists():
-        raise ModelNotFoundError(f"{local} exists but holds no config.json; point --model at a folder saved with save_pretrained.")
+        raise ModelNotFoundError(f"{local} exists but holds no config.json; point --model at a folder saved with save_pretrained or a .gguf file.")
     target = str(local.resolve()) if local.exists() else spec
     try:
         # The hub client prints retries and warnings before it fails; keep the terminal to our one sentence.
@@ -75,7 +90,55 @@ def load_model(spec: ModelSpec = "organism", device: Optional[str] = None, dtype
             f"could not provide it{offline} ({type(exc).__name__}); download it on a machine with network "
             f"(huggingface-cli download {spec} --local-dir DIR) and pass --model DIR."
         ) from None
+    if local.exists():
+        model = _own_tokenizer(model, _folder_tokenizer(target))
     return _finish(model, spec if not local.exists() else f"local:{local.resolve().parent.name}/{local.resolve().name}")
+
+
+def _folder_tokenizer(folder: str) -> Any:
+    """The tokenizer a model folder ships, loaded as its authors configured it (None when it has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _load_gguf(spec: str, dev: torch.device, dt: Optional[torch.dtype], cache: bool) -> Any:
+    """A GGUF (built-in name or path), dequantized by transformers (or read from the cache) and booted as a bridge."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from liedetect import gguf_models
+
+    path = gguf_models.builtin_gguf_path(spec) if spec in gguf_models.BUILTIN_GGUF else Path(spec).expanduser()
+    hf_model, tokenizer, source, from_cache = gguf_models.load_gguf(path, use_cache=cache)
+    if dt is not None and dt != torch.float32:
+        hf_model = hf_model.to(dt)
+    with contextlib.redirect_stderr(io.StringIO()):
+        model = TransformerBridge.boot_transformers(type(hf_model).__name__, hf_model=hf_model, tokenizer=tokenizer,
+                                                    device=dev)
+    model.liedetect_source = {**gguf_models.asdict(source), "from_cache": from_cache}
+    return _finish(_own_tokenizer(model, tokenizer), source.ident)
+
+
+def _own_tokenizer(model: Any, tokenizer: Any) -> Any:
+    """Give the bridge back the model's own tokenizer when TransformerLens swapped in one that adds a BOS.
+
+    TransformerLens reloads a tokenizer it can reload with `add_bos_token=True`; that moved SmolLM2's
+    activations 15-20%. liedetect's BOS policy (liedetect.bos) starts from the model's own behaviour, and
+    `model.to_tokens` keeps TransformerLens' convention because `cfg.tokenizer_prepends_bos` is updated.
+    """
+    from liedetect.bos import tokenizer_adds_bos
+
+    if tokenizer is None or model.tokenizer is tokenizer:
+        return model
+    if tokenizer_adds_bos(model.tokenizer) != tokenizer_adds_bos(tokenizer):
+        tokenizer.padding_side = model.tokenizer.padding_side
+        model.__dict__["_tokenizer"] = tokenizer  # the property setter would re-run TransformerLens' BOS reload
+        model.cfg.tokenizer_prepends_bos = tokenizer_adds_bos(tokenizer)
+    return model
 
 
 def model_id(model: Any) -> str:

@@ -44,6 +44,7 @@ class ProbeInputs:
     single: Optional[torch.Tensor] = None  # [n, L, d]
     pos: Optional[torch.Tensor] = None  # [n, L, d], the statement completed "True"
     neg: Optional[torch.Tensor] = None  # [n, L, d], the statement completed "False"
+    bos: str = "auto"  # the BOS policy the texts were tokenized under (liedetect.bos)
 
     @property
     def d_model(self) -> int:
@@ -58,12 +59,12 @@ class ProbeInputs:
 
 def capture_inputs(model: Any, dataset: StatementDataset, layers: Union[str, int, Sequence[int]], methods: Sequence[str],
                    position: str = "last", hook: str = "resid_post", template: str = DEFAULT_TEMPLATE,
-                   batch_size: int = 32, progress: bool = True) -> ProbeInputs:
+                   batch_size: int = 32, progress: bool = True, bos: Optional[str] = None) -> ProbeInputs:
     """Capture what ``methods`` need: statements alone for single-activation methods, pairs for contrast methods."""
     dataset.check_two_classes()
     layer_list = resolve_layers(layers, model.cfg.n_layers)
     paired = [probes.is_paired(m) for m in methods]
-    kw = dict(layers=layer_list, position=position, hook=hook, batch_size=batch_size, progress=progress)
+    kw = dict(layers=layer_list, position=position, hook=hook, batch_size=batch_size, progress=progress, bos=bos)
     single = pos = neg = None
     first = None
     if not all(paired):
@@ -75,14 +76,14 @@ def capture_inputs(model: Any, dataset: StatementDataset, layers: Union[str, int
         pos, neg = pos_acts.acts, extract(model, neg_texts, **kw).acts
         first = first or pos_acts
     return ProbeInputs(labels=np.asarray(dataset.labels), layers=layer_list, hook=hook, position=first.position,
-                       model_id=model_id(model), template=template, single=single, pos=pos, neg=neg)
+                       model_id=model_id(model), template=template, single=single, pos=pos, neg=neg, bos=first.bos)
 
 
 def probe_meta(inputs: ProbeInputs, layer: int, dataset: StatementDataset, **extra: Any) -> Dict[str, Any]:
     """The context saved with a probe: where its activations came from."""
     return {"model_id": inputs.model_id, "hook": inputs.hook, "hook_name": hook_name(layer, inputs.hook), "layer": layer,
             "position": inputs.position, "d_model": inputs.d_model, "template": inputs.template,
-            "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(), **extra}
+            "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(), "bos": inputs.bos, **extra}
 
 
 def score_inputs(probe: probes.Probe, inputs: ProbeInputs, layer: int, index: Optional[np.ndarray] = None,
@@ -174,13 +175,14 @@ def sweep_model(model: Any, dataset: StatementDataset, layers: Union[str, int, S
                        progress=lambda done, total, what: advance(1), groups=groups,
                        title=f"{dataset.name}: probe accuracy by layer ({inputs.model_id.split('|')[0]}, {inputs.hook}, {inputs.position})")
     result.config.update({"group_by": group_by, "model_id": inputs.model_id, "hook": inputs.hook, "position": inputs.position,
-                          "template": inputs.template, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint()})
+                          "template": inputs.template, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
+                          "bos": inputs.bos})
     return result
 
 
 def evaluate_probe(probe: probes.Probe, model: Any, dataset: StatementDataset, n_boot: int = 200, seed: int = 0,
-                   batch_size: int = 32, progress: bool = True) -> Dict[str, float]:
-    """Metrics of a saved probe on a dataset, captured the way the probe was trained (layer, hook, position, template)."""
+                   batch_size: int = 32, progress: bool = True, bos: Optional[str] = None) -> Dict[str, float]:
+    """Metrics of a saved probe on a dataset, captured the way the probe was trained (layer, hook, position, template, BOS)."""
     meta = probe.meta_
     missing = [k for k in ("layer", "hook", "position") if k not in meta]
     if missing:
@@ -188,5 +190,5 @@ def evaluate_probe(probe: probes.Probe, model: Any, dataset: StatementDataset, n
     layer = int(meta["layer"])
     check_probe(probe, model)
     inputs = capture_inputs(model, dataset, [layer], [probe.method], meta["position"], meta["hook"],
-                            meta.get("template", DEFAULT_TEMPLATE), batch_size, progress)
+                            meta.get("template", DEFAULT_TEMPLATE), batch_size, progress, bos=bos or meta.get("bos"))
     return score_inputs(probe, inputs, layer, n_boot=n_boot, seed=seed)

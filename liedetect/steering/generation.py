@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
+from liedetect.bos import prompt_tokens
 from liedetect.compat import check_generation_versions
 from liedetect.steering.hooks import maybe_steer
 from liedetect.steering.spec import SteeringSpec
@@ -18,7 +19,7 @@ def generate(model: Any, prompts: Union[str, Sequence[str]], spec: Optional[Stee
     out = []
     for prompt in prompt_list:
         torch.manual_seed(seed)
-        tokens = model.to_tokens(prompt)
+        tokens = prompt_tokens(model, prompt)  # the model's BOS policy, as in extract; a chat prompt keeps its own tokens
         with maybe_steer(model, spec, alpha=alpha), torch.no_grad():
             result = model.generate(tokens, max_new_tokens=max_new_tokens, do_sample=not greedy, verbose=False,
                                     use_past_kv_cache=True, stop_at_eos=True, return_type="tokens")
