@@ -408,3 +408,20 @@ def test_cli_score_end_to_end(hf_model_dir, tmp_path):
     assert summary["problems"] == [{"line": 6, "reason": summary["problems"][0]["reason"]}]
     res = CliRunner().invoke(app, args + ["--strict"])
     assert res.exit_code == 2 and "line 6" in res.output
+
+
+def test_scorer_refuses_a_probe_trained_under_another_bos_policy(tiny_model):
+    """Scoring tokenizes as the tokenizer/template does (BOS 'auto'); a probe read under another policy would be misapplied."""
+    import torch
+
+    from liedetect.errors import ProbeMismatchError
+    from liedetect.scoring import Scorer
+    from probes import LogisticProbe
+
+    X = torch.randn(40, tiny_model.cfg.d_model)
+    probe = LogisticProbe(C=1.0).fit(X, [0, 1] * 20)
+    probe.meta_ = {"layer": 1, "hook": "resid_post", "bos": "never"}
+    with pytest.raises(ProbeMismatchError, match="--bos never"):
+        Scorer(tiny_model, probe)
+    probe.meta_["bos"] = "auto"
+    assert Scorer(tiny_model, probe).layer == 1

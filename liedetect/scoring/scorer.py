@@ -98,6 +98,10 @@ class Scorer:
         if width is not None and int(width) != model.cfg.d_model:
             raise ProbeMismatchError(f"The probe reads {width}-wide activations but this model's residual stream is "
                                      f"{model.cfg.d_model} wide; use a probe trained on this model.")
+        bos = ((getattr(probe, "meta_", None) or {}).get("bos")) or "auto"
+        if bos != "auto":
+            raise ProbeMismatchError(f"This probe was trained with --bos {bos}, but scoring reads transcripts exactly as "
+                                     f"the tokenizer and its chat template write them (--bos auto); retrain it with --bos auto.")
         tok = model.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
 
