@@ -16,7 +16,8 @@ candidate layers, so no layer is chosen), CCS and LAT (signs from 32 training la
 Layer choice never sees a test set: for each configuration and method, every candidate layer is fitted
 on 75% of the training statements and scored on the other 25% (grouped by city for the cities sets);
 the best validation layer is then refitted on all training statements. Test accuracies come with 95%
-bootstrap intervals (1,000 resamples). "ttpd-centred" is TTPD scored after moving each test set's mean
+bootstrap intervals (1,000 resamples), plus the threshold-free AUROC (a probe whose direction transfers
+but whose threshold does not shows a high AUROC at chance accuracy). "ttpd-centred" is TTPD scored after moving each test set's mean
 along t_G to the training mean, which needs no labels.
 
 Writes experiments/results/generalisation_<model>.json and generalisation_<model>.png (one heatmap per method).
@@ -45,7 +46,7 @@ from probes.ccs import CCSProbe  # noqa: E402
 from probes.lat import LATProbe  # noqa: E402
 from probes.logistic import LogisticProbe  # noqa: E402
 from probes.mass_mean import MassMeanProbe  # noqa: E402
-from probes.metrics import bootstrap_ci  # noqa: E402
+from probes.metrics import auroc, bootstrap_ci  # noqa: E402
 from probes.multilayer import MultiLayerProbe  # noqa: E402
 from probes.ttpd import TTPDProbe  # noqa: E402
 
@@ -141,8 +142,8 @@ def fit(method: str, data: Dict[str, Any], li: Optional[int], seed: int, ccs_ste
     raise ValueError(method)
 
 
-def predict(method: str, probe: Any, block: Block, li: Optional[int], centred: bool = False) -> np.ndarray:
-    """0/1 predictions of a fitted probe on one test set."""
+def decision(method: str, probe: Any, block: Block, li: Optional[int], centred: bool = False) -> np.ndarray:
+    """Signed scores (> 0: true) of a fitted probe on one test set."""
     if method == "multi-layer-lr":
         scores = probe.decision_function(block.single)
     elif method in PAIRED:
@@ -151,7 +152,12 @@ def predict(method: str, probe: Any, block: Block, li: Optional[int], centred: b
         scores = probe.decision_function(block.single[:, li], groups=[block.name] * len(block.y))
     else:
         scores = probe.decision_function(block.single[:, li])
-    return (scores.detach().numpy() >= 0).astype(int)
+    return scores.detach().numpy().astype(np.float64)
+
+
+def predict(method: str, probe: Any, block: Block, li: Optional[int], centred: bool = False) -> np.ndarray:
+    """0/1 predictions of a fitted probe on one test set."""
+    return (decision(method, probe, block, li, centred) >= 0).astype(int)
 
 
 def choose_layer(method: str, data: Dict[str, Any], n_layers: int, seed: int, ccs_steps: int) -> tuple[int, List[float]]:
@@ -184,11 +190,12 @@ def configurations(available: Sequence[str]) -> Dict[str, List[str]]:
     return configs
 
 
-def accuracy_ci(y: np.ndarray, pred: np.ndarray, seed: int) -> Dict[str, float]:
-    """Accuracy with a 95% bootstrap interval."""
+def accuracy_ci(y: np.ndarray, scores: np.ndarray, seed: int) -> Dict[str, float]:
+    """Accuracy (threshold 0) with a 95% bootstrap interval, and the threshold-free AUROC."""
+    pred = (scores >= 0).astype(int)
     acc = float((pred == y).mean())
     lo, hi = bootstrap_ci(lambda yy, pp: float((pp == yy).mean()), y, pred, n_boot=1000, seed=seed)
-    return {"accuracy": acc, "ci_low": lo, "ci_high": hi, "n": int(len(y))}
+    return {"accuracy": acc, "ci_low": lo, "ci_high": hi, "auroc": auroc(y, scores), "n": int(len(y))}
 
 
 def run(model: Any, model_name: str, per_set: Optional[int] = 400, layers: Any = None, methods: Sequence[str] = METHODS,
@@ -213,10 +220,10 @@ def run(model: Any, model_name: str, per_set: Optional[int] = 400, layers: Any =
             variants = [(method, False)] + ([("ttpd-centred", True)] if method == "ttpd" else [])
             for name, centred in variants:
                 for test_name, block in blocks.items():
-                    pred = predict(method, probe, block, li, centred)
+                    scores = decision(method, probe, block, li, centred)
                     results.append({"train": config, "method": name, "test": test_name,
                                     "layer": None if li is None else cand[li], "in_training": test_name in members,
-                                    "validation_accuracy_by_layer": val_accs, **accuracy_ci(block.y, pred, seed)})
+                                    "validation_accuracy_by_layer": val_accs, **accuracy_ci(block.y, scores, seed)})
         if progress:
             print(f"  {config}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return {"experiment": "generalisation", "model": model_name, "candidate_layers": cand,
@@ -305,7 +312,7 @@ def main() -> None:
     (out / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
     for r in held_out_table(doc):
         print(f"{r['train']:>24} -> {r['test']:<18} {r['method']:<15} layer {str(r['layer']):>4}  "
-              f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]  n={r['n']}")
+              f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]  AUROC {r['auroc']:.3f}  n={r['n']}")
     print(f"wrote {out / stem}.json ({doc['total_seconds']:.0f} s, capture {doc['capture_seconds']:.0f} s)")
 
 
