@@ -367,4 +367,5 @@ def generalization(datasets: dict[str, tuple], method: str, test_size: float = 0
             p = probe.predict_proba_pairs(*test) if paired else probe.predict_proba(test[0])
             m = evaluate(labels_b[te], p)
             acc[i][j], auc[i][j] = m["accuracy"], m["auroc"]
-    return GeneralizationResult(names, method, acc, auc, {"test_size": test_size, "seed": seed, "params": params or {}})
+    sizes = {name: int(len(prepared[name][1])) for name in names}
+    return GeneralizationResult(names, method, acc, auc, {"test_size": test_size, "seed": seed, "params": params or {}, "n": sizes})
