@@ -241,22 +241,20 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
     total, done = len(methods) * L * len(folds), 0
     rows: list[dict[str, Any]] = []
     test_p = {m: np.full((L, n), np.nan) for m in methods}  # each example's test P(true), from the fold that held it out
-    for li, layer in enumerate(layer_ids):
-        for fi, ((_, te), (fit, val)) in enumerate(zip(folds, inner)):
-            for m in methods:
-                probe = make_probe(m, seed=seed, **params.get(m, {}))
+    for fi, ((_, te), (fit, val)) in enumerate(zip(folds, inner)):
+        for m in methods:
+            fitted = fit_layers(m, params.get(m, {}), seed, A, P, labels, fit)
+            for li, (layer, probe) in enumerate(zip(layer_ids, fitted)):
                 row: dict[str, Any] = {"method": m, "layer": layer, "fold": fi, "n_train": len(fit), "n_val": len(val),
                                        "n_test": len(te)}
                 if probe.paired:
                     pos, neg = P[0][:, li], P[1][:, li]
-                    probe.fit(pos[fit], neg[fit], labels[fit])
                     p, pv = probe.predict_proba_pairs(pos[te], neg[te]), probe.predict_proba_pairs(pos[val], neg[val])
                     row["input"] = "pairs"
                     if A is not None:
                         single = evaluate(labels[te], probe.predict_proba(A[te, li]))
                         row["accuracy_single"], row["auroc_single"] = single["accuracy"], single["auroc"]
                 else:
-                    probe.fit(A[fit, li], labels[fit])
                     p, pv = probe.predict_proba(A[te, li]), probe.predict_proba(A[val, li])
                     row["input"] = "single"
                 p = np.asarray(p, dtype=np.float64)
@@ -270,6 +268,8 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
                 done += 1
                 if progress is not None:
                     progress(done, total, f"{m} layer {layer}")
+    order = {m: i for i, m in enumerate(methods)}
+    rows.sort(key=lambda r: (layer_ids.index(r["layer"]), r["fold"], order[r["method"]]))
     selection = {m: _select(rows, m, layer_ids, folds, labels, test_p[m], n_boot, seed) for m in methods}
     chance = float(max(labels.mean(), 1 - labels.mean()))
     config = {"n": n, "d_model": d, "seed": seed, "test_size": None if kfold else test_size, "kfold": kfold,
@@ -277,6 +277,20 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
               "layer_choice": "per outer fold, the best validation accuracy on an inner split of its training part "
                               "(probes fit on the rest); the headline pools each fold's test predictions at its chosen layer"}
     return SweepResult(rows, methods, layer_ids, chance, _jsonable(config), title, _jsonable(selection))
+
+
+def fit_layers(method: str, params: dict[str, Any], seed: int, A: torch.Tensor | None,
+               P: tuple[torch.Tensor, torch.Tensor] | None, labels: np.ndarray, idx: np.ndarray) -> list[Any]:
+    """One fitted ``method`` probe per layer on the rows ``idx``: one batched program where the method has one."""
+    probe = make_probe(method, seed=seed, **params)
+    stacked = (P[0][idx], P[1][idx]) if probe.paired else (A[idx],)
+    if hasattr(probe, "fit_layers") and getattr(probe, "batched", True):
+        return probe.fit_layers(*stacked, labels[idx])
+    fitted = []
+    for li in range(stacked[0].shape[1]):
+        one = make_probe(method, seed=seed, **params)
+        fitted.append(one.fit(*[x[:, li] for x in stacked], labels[idx]))
+    return fitted
 
 
 def _select(rows: list[dict[str, Any]], method: str, layer_ids: list[int], folds: list, labels: np.ndarray,
