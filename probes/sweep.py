@@ -201,7 +201,7 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
           pairs: tuple[Any, Any] | None = None, test_size: float = 0.25, kfold: int | None = None, seed: int = 0,
           params: dict[str, dict[str, Any]] | None = None, n_boot: int = 200,
           progress: Progress | None = None, title: str | None = None, groups: Sequence[Any] | None = None,
-          val_size: float = 0.25, layer_intervals: bool = False) -> SweepResult:
+          val_size: float = 0.25, layer_intervals: bool = False, batch_layers: bool = True) -> SweepResult:
     """Fit and test every method on every layer.
 
     ``acts`` [n, L, d]: one activation per statement (``None`` if only contrast methods run);
@@ -213,7 +213,8 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
     ``splits``); identical indices for every method. Each training part is split again (``val_size``,
     grouped alike): probes fit on the rest, the validation part picks each method's layer, and the
     headline is the test accuracy at that layer with a ``n_boot``-resample 95% interval. The test folds
-    never choose anything. ``layer_intervals`` adds an interval to every (method, layer, fold) row.
+    never choose anything. ``layer_intervals`` adds an interval to every (method, layer, fold) row;
+    ``batch_layers=False`` fits layer by layer (the reference the batched programs are tested against).
     """
     A = None if acts is None else _as_stack(acts, "acts")
     P = None if pairs is None else (_as_stack(pairs[0], "pairs[0]"), _as_stack(pairs[1], "pairs[1]"))
@@ -243,7 +244,7 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
     test_p = {m: np.full((L, n), np.nan) for m in methods}  # each example's test P(true), from the fold that held it out
     for fi, ((_, te), (fit, val)) in enumerate(zip(folds, inner)):
         for m in methods:
-            fitted = fit_layers(m, params.get(m, {}), seed, A, P, labels, fit)
+            fitted = fit_layers(m, params.get(m, {}), seed, A, P, labels, fit, batch_layers)
             for li, (layer, probe) in enumerate(zip(layer_ids, fitted)):
                 row: dict[str, Any] = {"method": m, "layer": layer, "fold": fi, "n_train": len(fit), "n_val": len(val),
                                        "n_test": len(te)}
@@ -272,7 +273,7 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
     rows.sort(key=lambda r: (layer_ids.index(r["layer"]), r["fold"], order[r["method"]]))
     selection = {m: _select(rows, m, layer_ids, folds, labels, test_p[m], n_boot, seed) for m in methods}
     chance = float(max(labels.mean(), 1 - labels.mean()))
-    config = {"n": n, "d_model": d, "seed": seed, "test_size": None if kfold else test_size, "kfold": kfold,
+    config = {"n": n, "d_model": d, "seed": seed, "batch_layers": batch_layers, "test_size": None if kfold else test_size, "kfold": kfold,
               "grouped": groups is not None, "params": params, "n_boot": n_boot, "val_size": val_size,
               "layer_choice": "per outer fold, the best validation accuracy on an inner split of its training part "
                               "(probes fit on the rest); the headline pools each fold's test predictions at its chosen layer"}
@@ -280,11 +281,12 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
 
 
 def fit_layers(method: str, params: dict[str, Any], seed: int, A: torch.Tensor | None,
-               P: tuple[torch.Tensor, torch.Tensor] | None, labels: np.ndarray, idx: np.ndarray) -> list[Any]:
+               P: tuple[torch.Tensor, torch.Tensor] | None, labels: np.ndarray, idx: np.ndarray,
+               batched: bool = True) -> list[Any]:
     """One fitted ``method`` probe per layer on the rows ``idx``: one batched program where the method has one."""
     probe = make_probe(method, seed=seed, **params)
     stacked = (P[0][idx], P[1][idx]) if probe.paired else (A[idx],)
-    if hasattr(probe, "fit_layers") and getattr(probe, "batched", True):
+    if batched and hasattr(probe, "fit_layers") and getattr(probe, "batched", True):
         return probe.fit_layers(*stacked, labels[idx])
     fitted = []
     for li in range(stacked[0].shape[1]):
