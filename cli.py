@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from liedetect.errors import LiedetectError
 from probes.errors import ProbeError
+
+if TYPE_CHECKING:
+    from probes.sweep import SweepResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, detect and steer truth directions in language models.")
 organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organism of deception.")
@@ -179,12 +182,12 @@ def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
           kfold: Optional[int] = typer.Option(None, min=2, help="k-fold cross-validation instead of one split."),
           group_by: Optional[str] = typer.Option(None, "--group-by", help="A data column (e.g. city) kept on one side of every split: use it when statements come in true/false pairs about one subject."),
           seed: int = typer.Option(0),
-          n_boot: int = typer.Option(0, min=0, help="Bootstrap resamples for accuracy intervals (0: none)."),
+          n_boot: int = typer.Option(200, min=0, help="Bootstrap resamples for the 95% interval of each chosen layer's test accuracy (0: none)."),
           limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
           batch_size: int = typer.Option(32, min=1),
           device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
           bos: str = BosOpt, quiet: bool = QuietOpt) -> None:
-    """Every probe method on every layer: a table, sweep.json/csv, a plot of accuracy by layer, the best layer."""
+    """Every probe method on every layer: per method the layer chosen on validation data and its test accuracy with a 95% interval; sweep.json/csv and a plot."""
     from liedetect.datasets import load_dataset
     from liedetect.models import load_model
     from liedetect.training import sweep_model
@@ -198,15 +201,59 @@ def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
     result = sweep_model(bridge, dataset, layers=layers, methods=chosen, position=position, hook=hook, template=template,
                          test_size=test_size, kfold=kfold, seed=seed, n_boot=n_boot, batch_size=batch_size,
                          progress=not quiet, group_by=group_by)
-    table = result.table()
-    rows = [{"method": m, **{f"L{r['layer']}": r["accuracy"] for r in table if r["method"] == m}} for m in result.methods]
-    print_table(f"test accuracy by layer ({dataset.name}, chance {result.chance:.3f})", rows)
+    console.print(sweep_layer_table(result, f"test accuracy by layer ({dataset.name}, chance {result.chance:.3f})"))
+    console.print(sweep_choice_table(result))
     paths = result.save(out)
-    for m in result.methods:
-        console.print(f"best layer for {m}: {result.best_layer(m)}")
     method, layer, acc = result.best()
-    console.print(f"[bold]best overall: {method} at layer {layer} (accuracy {acc:.3f})[/]")
+    console.print(f"[bold]best on validation: {method} at layer {layer} (test accuracy {acc:.3f})[/]")
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _header(method: str) -> str:
+    return method.replace("-", "-\n")  # narrow columns: mass-mean-iid fits in 6 characters
+
+
+def sweep_layer_table(result: "SweepResult", title: str, max_wide: int = 6) -> Table:
+    """Mean test accuracy per (layer, method), * at the layer chosen on validation; layers are rows when there are many."""
+    from rich import box
+
+    acc = {(r["method"], r["layer"]): r["accuracy"] for r in result.table()}
+    chosen = {m: result.best_layer(m) for m in result.methods}
+
+    def cell(m: str, layer: int) -> str:
+        v = acc.get((m, layer))
+        return "-" if v is None else f"{v:.3f}" + ("*" if chosen[m] == layer else " ")
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption="* layer chosen on validation data; random = baseline per layer")
+    if len(result.layers) > max_wide:
+        table.add_column("layer", justify="right", no_wrap=True)
+        for m in result.methods:
+            table.add_column(_header(m), justify="right", no_wrap=True, min_width=6)
+        for layer in result.layers:
+            table.add_row(str(layer), *[cell(m, layer) for m in result.methods])
+    else:
+        table.add_column("method", no_wrap=True)
+        for layer in result.layers:
+            table.add_column(f"L{layer}", justify="right", no_wrap=True, min_width=6)
+        for m in result.methods:
+            table.add_row(m, *[cell(m, layer) for layer in result.layers])
+    return table
+
+
+def sweep_choice_table(result: "SweepResult") -> Table:
+    """Per method: the validation-chosen layer, its validation accuracy, and its test accuracy with the 95% interval."""
+    from rich import box
+
+    table = Table(title=f"layer chosen on {result.chosen_on} data, scored on the test folds", box=box.SIMPLE_HEAD)
+    for name in ("method", "layer", "val acc", "test acc", "95% interval", "n test"):
+        table.add_column(name, justify="left" if name == "method" else "right", no_wrap=True)
+    for m in result.methods:
+        h = result.headline(m)
+        ci = "-" if h.get("accuracy_lo") is None else f"{h['accuracy_lo']:.3f}-{h['accuracy_hi']:.3f}"
+        val = "-" if h.get("val_accuracy") is None else f"{h['val_accuracy']:.3f}"
+        table.add_row(m, str(h["layer"]), val, f"{h['accuracy']:.3f}", ci, str(h.get("n_test")))
+    return table
+
 
 
 @app.command("eval")

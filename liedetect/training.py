@@ -151,11 +151,13 @@ def train_probe(model: Any, dataset: StatementDataset, method: str, layer: Union
 def sweep_model(model: Any, dataset: StatementDataset, layers: Union[str, int, Sequence[int]] = "all",
                 methods: Optional[Sequence[str]] = None, position: str = "last", hook: str = "resid_post",
                 template: str = DEFAULT_TEMPLATE, test_size: float = 0.25, kfold: Optional[int] = None, seed: int = 0,
-                params: Optional[Dict[str, Dict[str, Any]]] = None, n_boot: int = 0, batch_size: int = 32,
+                params: Optional[Dict[str, Dict[str, Any]]] = None, n_boot: int = 200, batch_size: int = 32,
                 progress: bool = True, group_by: Optional[str] = None) -> SweepResult:
     """Every method on every layer of a model for one dataset (see ``probes.sweep.sweep``).
 
-    ``group_by`` names a dataset column (e.g. ``city``) whose rows must stay on one side of every split.
+    ``group_by`` names a dataset column (e.g. ``city``) whose rows must stay on one side of every split
+    (the validation split that picks each method's layer included); ``n_boot`` resamples give the 95%
+    interval of each chosen layer's test accuracy.
     """
     groups = None
     if group_by is not None:

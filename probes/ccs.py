@@ -48,15 +48,18 @@ def ccs_grad(Z: torch.Tensor, n: int, W: torch.Tensor, b: torch.Tensor,
     than the arithmetic at these sizes; ``tests/test_probes_ccs.py`` checks it against autograd.
     Logits are laid out [R, 2n] (``ZT`` = Z.T made contiguous once), which BLAS runs faster for small R.
     """
-    ZT = Z.T.contiguous() if ZT is None else ZT
-    P = torch.sigmoid(torch.addmm(b[:, None], W, ZT))  # [R, 2n]
-    pp, pn = P[:, :n], P[:, n:]
+    ZT = Z.transpose(-1, -2).contiguous() if ZT is None else ZT
+    if W.dim() == 2:
+        P = torch.sigmoid(torch.addmm(b[:, None], W, ZT))  # [R, 2n]
+    else:  # a stack of problems (one per layer): W [L, R, d], Z [L, 2n, d]
+        P = torch.sigmoid(torch.baddbmm(b[..., None], W, ZT))
+    pp, pn = P[..., :n], P[..., n:]
     c = pp + pn - 1.0
     m = torch.minimum(pp, pn)
-    loss = (c.square() + m.square()).mean(1)
+    loss = (c.square() + m.square()).mean(-1)
     pos_lower = (pp <= pn).to(P.dtype)
-    g = torch.cat([c + m * pos_lower, c + m * (1.0 - pos_lower)], dim=1).mul_(2.0 / n).mul_(P * (1.0 - P))  # dloss/dlogit
-    return loss, g @ Z, g.sum(1)
+    g = torch.cat([c + m * pos_lower, c + m * (1.0 - pos_lower)], dim=-1).mul_(2.0 / n).mul_(P * (1.0 - P))  # dloss/dlogit
+    return loss, g @ Z, g.sum(-1)
 
 
 def train_ccs(zp: torch.Tensor, zn: torch.Tensor, W0: torch.Tensor, b0: torch.Tensor, n_steps: int,
@@ -65,15 +68,16 @@ def train_ccs(zp: torch.Tensor, zn: torch.Tensor, W0: torch.Tensor, b0: torch.Te
     """Full-batch AdamW on R stacked probes at once; returns (W [R, d], b [R], loss curves [n_steps, R]).
 
     AdamW is element-wise and the restarts' losses do not interact, so row r of the result is exactly
-    what training restart r alone would give (same update rule as ``torch.optim.AdamW``).
+    what training restart r alone would give (same update rule as ``torch.optim.AdamW``). With a leading
+    layer axis (zp, zn [L, n, d], W0 [L, R, d], b0 [L, R]) every layer's restarts train in one program.
     """
-    n = zp.shape[0]
-    Z = torch.cat([zp, zn])
-    ZT = Z.T.contiguous()
+    n = zp.shape[-2]
+    Z = torch.cat([zp, zn], dim=-2)
+    ZT = Z.transpose(-1, -2).contiguous()
     W, b = W0.clone(), b0.clone()
     mW, vW, mb, vb = torch.zeros_like(W), torch.zeros_like(W), torch.zeros_like(b), torch.zeros_like(b)
     b1, b2 = betas
-    curves = torch.empty(n_steps, W.shape[0], device=W.device)
+    curves = torch.empty(n_steps, *W.shape[:-1], device=W.device)
     for step in range(1, n_steps + 1):
         loss, gW, gb = ccs_grad(Z, n, W, b, ZT)
         curves[step - 1] = loss
@@ -130,6 +134,30 @@ class CCSProbe(ContrastProbe):
 
     def fit(self, X_pos: Any, X_neg: Any, y: Any = None) -> "CCSProbe":
         """Fit on contrast pairs; y (optional) is used only to calibrate the sign (``n_calibration`` labels)."""
+        xp, xn, labels, zp, zn, W0, b0 = self._start(X_pos, X_neg, y)
+        device = torch.device(self.device or "cpu")
+        zp_d, zn_d = zp.to(device), zn.to(device)
+        if self.batched:
+            W, b, curves = train_ccs(zp_d, zn_d, W0.to(device), b0.to(device), self.n_steps, self.lr, self.weight_decay)
+        else:  # the reference: the same program, one restart at a time
+            runs = [train_ccs(zp_d, zn_d, W0[r:r + 1].to(device), b0[r:r + 1].to(device), self.n_steps, self.lr,
+                              self.weight_decay) for r in range(self.n_restarts)]
+            W, b, curves = (torch.cat([r[i] for r in runs], dim=1 if i == 2 else 0) for i in range(3))
+        return self._finish(xp, xn, labels, zp, zn, W, b, curves)
+
+    def fit_layers(self, X_pos: Any, X_neg: Any, y: Any = None) -> list["CCSProbe"]:
+        """One fitted probe per layer of stacks [n, L, d], all layers' restarts trained in one batched program."""
+        if torch.as_tensor(X_pos).dim() != 3:
+            raise ProbeError("fit_layers takes stacks [n_examples, n_layers, d_model].")
+        P, N = torch.as_tensor(X_pos), torch.as_tensor(X_neg)
+        probes = [type(self)(**self.get_params()) for _ in range(P.shape[1])]
+        starts = [p._start(P[:, i], N[:, i], y) for i, p in enumerate(probes)]
+        device = torch.device(self.device or "cpu")
+        stack = [torch.stack([s[k] for s in starts]).to(device) for k in (3, 4, 5, 6)]
+        W, b, curves = train_ccs(*stack, self.n_steps, self.lr, self.weight_decay)
+        return [p._finish(*s[:5], W[i], b[i], curves[:, i]) for i, (p, s) in enumerate(zip(probes, starts))]
+
+    def _start(self, X_pos: Any, X_neg: Any, y: Any) -> tuple:
         if self.normalize not in NORMALIZE:
             raise ProbeError(f"normalize must be one of {NORMALIZE}, not {self.normalize!r}.")
         if self.calibration not in CALIBRATION:
@@ -141,18 +169,14 @@ class CCSProbe(ContrastProbe):
         self.mean_pos_, self.std_pos_ = self._side_stats(xp)
         self.mean_neg_, self.std_neg_ = self._side_stats(xn)
         zp, zn = self._normalised(xp, xn)
-
         gen = torch.Generator().manual_seed(self.seed)
         W0 = torch.randn(self.n_restarts, d, generator=gen) / math.sqrt(d)
-        b0 = torch.zeros(self.n_restarts)
-        device = torch.device(self.device or "cpu")
-        zp_d, zn_d = zp.to(device), zn.to(device)
-        if self.batched:
-            W, b, curves = train_ccs(zp_d, zn_d, W0.to(device), b0.to(device), self.n_steps, self.lr, self.weight_decay)
-        else:  # the reference: the same program, one restart at a time
-            runs = [train_ccs(zp_d, zn_d, W0[r:r + 1].to(device), b0[r:r + 1].to(device), self.n_steps, self.lr,
-                              self.weight_decay) for r in range(self.n_restarts)]
-            W, b, curves = (torch.cat([r[i] for r in runs], dim=1 if i == 2 else 0) for i in range(3))
+        return xp, xn, labels, zp, zn, W0, torch.zeros(self.n_restarts)
+
+    def _finish(self, xp: torch.Tensor, xn: torch.Tensor, labels: Any, zp: torch.Tensor, zn: torch.Tensor,
+                W: torch.Tensor, b: torch.Tensor, curves: torch.Tensor) -> "CCSProbe":
+        n = xp.shape[0]
+        zp_d, zn_d = zp.to(W.device), zn.to(W.device)
         with torch.no_grad():
             final = ccs_loss(zp_d, zn_d, W, b).cpu()
         best = int(torch.argmin(final))

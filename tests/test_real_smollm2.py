@@ -298,8 +298,10 @@ def test_cli_sweep(cli):
                  "--methods", "lr,mass-mean", "--kfold", "4", "--group-by", "city", "--out", folder / "sweep", "-q")
     result = json.loads((folder / "sweep" / "sweep.json").read_text())
     text = json.dumps(result)
-    assert '"bos": "auto"' in text and "best overall" in out
-    accs = [float(line.split("accuracy ")[1].split(")")[0]) for line in out.splitlines() if "best overall" in line]
+    assert '"bos": "auto"' in text and "best on validation" in out and result["chosen_on"] == "validation"
+    accs = [float(line.split("test accuracy ")[1].split(")")[0]) for line in out.splitlines() if "best on validation" in line]
+    method = out.split("best on validation: ")[1].split()[0]
+    assert accs[0] == pytest.approx(result["selection"][method]["accuracy"], abs=5e-4)
     print(f"\nCLI sweep on 48 capitals (4-fold grouped by city): best {accs[0]:.3f}")
     assert accs[0] >= 0.65  # 48 statements: chance is 0.5, 0.65 is beyond a binomial 95% band around it
 
