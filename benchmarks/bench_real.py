@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import json
 import platform
-import random
 import resource
 import statistics
 import sys
@@ -32,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.workload import FixedProbe as Probe, transcripts  # noqa: E402
 from liedetect import scoring  # noqa: E402
 from liedetect.activations import encode, extract, pad_batch  # noqa: E402
 from liedetect.datasets import builtin, load_statements  # noqa: E402
@@ -39,21 +39,8 @@ from liedetect.models import load_model, model_id  # noqa: E402
 from liedetect.steering import SteeringSpec, generate, steer  # noqa: E402
 
 CITIES = ROOT.parent / "shared" / "data" / "truth_is_universal" / "cities.csv"
-WORDS = ("the report says that revenue grew in the third quarter while costs fell and the team shipped "
-         "two products on time although the audit found a small gap in the records of the northern office").split()
 
 
-class Probe:
-    """A fixed random linear read-out at one layer (speed does not depend on the direction)."""
-
-    def __init__(self, d: int, layer: int) -> None:
-        self.coef_ = torch.randn(d, generator=torch.Generator().manual_seed(0))
-        self.bias_ = 0.0
-        self.n_features_in_ = d
-        self.meta_ = {"layer": layer, "hook": "resid_post"}
-
-    def decision_function(self, X: torch.Tensor) -> torch.Tensor:
-        return X @ self.coef_.to(X.device) + self.bias_
 
 
 def statements(n: int):
@@ -61,18 +48,6 @@ def statements(n: int):
         return load_statements(CITIES).statements[:n], "cities.csv"
     return builtin("arithmetic", n=n).statements, "builtin:arithmetic (../shared absent)"
 
-
-def transcripts(n: int, seed: int = 0, max_words: int = 120):
-    """Chats of a system prompt, a question and a 20-`max_words` word answer."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30)))
-        a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, max_words)))
-        out.append(scoring.Transcript(f"b{i}", [scoring.Message("system", "You are a helpful assistant."),
-                                                scoring.Message("user", q.capitalize() + "?"),
-                                                scoring.Message("assistant", a.capitalize() + ".")], label=i % 2))
-    return out
 
 
 def timed(fn) -> float:

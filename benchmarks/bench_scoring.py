@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import random
 import statistics
 import sys
 import tempfile
@@ -28,41 +27,16 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.workload import FixedProbe as Probe, transcripts  # noqa: E402
 from liedetect import scoring  # noqa: E402
 from liedetect.activations import pad_batch  # noqa: E402
 from liedetect.models import random_gpt2  # noqa: E402
 
 GPT2_DIR = ROOT.parent / "shared" / "tokenizers" / "gpt2"  # GPT-2's tokenizer and config for the random model
 
-WORDS = ("the report says that revenue grew in the third quarter while costs fell and the team shipped "
-         "two products on time although the audit found a small gap in the records of the northern office").split()
 
 
-class Probe:
-    """A fixed random linear read-out at one layer (speed does not depend on the direction)."""
 
-    def __init__(self, d: int, layer: int) -> None:
-        self.coef_ = torch.randn(d, generator=torch.Generator().manual_seed(0))
-        self.bias_ = 0.0
-        self.n_features_in_ = d
-        self.meta_ = {"layer": layer, "hook": "resid_post"}
-
-    def decision_function(self, X: torch.Tensor) -> torch.Tensor:
-        return X @ self.coef_ + self.bias_
-
-
-def transcripts(n: int, seed: int = 0, max_words: int = 120):
-    """Chats of a system prompt, a question and a 20-`max_words` word answer."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        q = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30)))
-        a = " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, max_words)))
-        out.append(scoring.Transcript(f"b{i}", [scoring.Message("system", "You are a helpful assistant."),
-                                                scoring.Message("user", q.capitalize() + "?"),
-                                                scoring.Message("assistant", a.capitalize() + ".")],
-                                      label=i % 2))
-    return out
 
 
 def main() -> None:
