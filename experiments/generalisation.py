@@ -96,7 +96,7 @@ def capture(model: Any, sets: Dict[str, StatementDataset], layers: List[int], pa
     blocks = {}
     for name, data in sets.items():
         topic, pol = SETS[name]
-        city = data.extra.get("city") if hasattr(data, "extra") else None
+        city = data.extra.get("city")
         groups = np.asarray(city if city is not None else [f"{name}-{i}" for i in range(len(data))])
         single = extract(model, format_prompts(data, "plain"), layers, position="last", batch_size=batch_size,
                          progress=progress).acts
@@ -171,8 +171,7 @@ def choose_layer(method: str, data: Dict[str, Any], n_layers: int, seed: int, cc
     for li in range(n_layers):
         probe = fit(method, data, li, seed, ccs_steps, tr)
         sub = Block("val", data["y"][va], "", 1, data["groups"][va], data["single"][va],
-                    data.get("pos", torch.empty(0))[va] if "pos" in data else None,
-                    data.get("neg", torch.empty(0))[va] if "neg" in data else None)
+                    data["pos"][va] if "pos" in data else None, data["neg"][va] if "neg" in data else None)
         accs.append(float((predict(method, probe, sub, li) == sub.y).mean()))
     return int(np.argmax(accs)), accs
 

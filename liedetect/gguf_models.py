@@ -171,7 +171,6 @@ def _write_cache(folder: Path, model: Any, tokenizer: Any, source: GGUFSource) -
     try:
         config = model.config.to_dict()
         config.pop("quantization_config", None)
-        config["architectures"] = [type(model).__name__]
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         state = model.state_dict()
         if getattr(model.config, "tie_word_embeddings", False):
@@ -219,6 +218,8 @@ def load_gguf(path: Path, use_cache: bool = True) -> Tuple[Any, Any, GGUFSource,
     except (ValueError, KeyError, OSError, NotImplementedError) as exc:
         raise ModelNotFoundError(f"transformers could not dequantize {path.name} ({source.architecture}, "
                                  f"{source.quantization}): {str(exc).splitlines()[0][:200]}") from None
+    # a model dequantized from a GGUF names no architecture (Gemma-3's); the cache's config and the bridge need one
+    model.config.architectures = [type(model).__name__]
     if use_cache:
         try:
             _write_cache(folder, model, tokenizer, source)

@@ -116,8 +116,6 @@ def _load_gguf(spec: str, dev: torch.device, dt: Optional[torch.dtype], cache: b
     hf_model, tokenizer, source, from_cache = gguf_models.load_gguf(path, use_cache=cache)
     if dt is not None and dt != torch.float32:
         hf_model = hf_model.to(dt)
-    if not getattr(hf_model.config, "architectures", None):  # a fresh GGUF load names none (Gemma-3); the bridge needs it
-        hf_model.config.architectures = [type(hf_model).__name__]
     with contextlib.redirect_stderr(io.StringIO()):
         model = TransformerBridge.boot_transformers(type(hf_model).__name__, hf_model=hf_model, tokenizer=tokenizer,
                                                     device=dev)

@@ -7,7 +7,7 @@ gives the sign for free: if the probe's pair scores rise where the model's log-o
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,24 +27,27 @@ def answer_token_id(tokenizer: Any, word: str) -> int:
                     f"(for example ' True'/' False' or ' Yes'/' No').")
 
 
-@torch.no_grad()
+def last_token_logits(model: Any, texts: Sequence[str], batch_size: int = 64,
+                      padding_side: Optional[str] = None) -> Iterator[torch.Tensor]:
+    """Next-token logits [batch, vocab] (float32) after each text's last real token, one batch at a time."""
+    tok = model.tokenizer
+    device = next(model.parameters()).device
+    side = padding_side or tok.padding_side
+    for i in range(0, len(texts), batch_size):
+        kwargs = {} if padding_side is None else {"padding_side": padding_side}
+        enc = tok(list(texts[i:i + batch_size]), padding=True, return_tensors="pt", **kwargs)
+        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+        with torch.no_grad():
+            logits = model(ids, attention_mask=mask)
+        last = torch.full((ids.shape[0],), ids.shape[1] - 1, device=device) if side == "left" else mask.sum(1) - 1
+        yield logits[torch.arange(ids.shape[0], device=device), last].float()
+
+
 def answer_margins(model: Any, texts: Sequence[str], answers: Tuple[str, str] = (" True", " False"),
                    batch_size: int = 64) -> np.ndarray:
     """logit(answers[0]) - logit(answers[1]) at each text's last real token (read from the attention mask)."""
-    tok = model.tokenizer
-    yes_id, no_id = (answer_token_id(tok, a) for a in answers)
-    out: List[np.ndarray] = []
-    device = next(model.parameters()).device
-    for i in range(0, len(texts), batch_size):
-        enc = tok(list(texts[i:i + batch_size]), padding=True, return_tensors="pt")
-        ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        logits = model(ids, attention_mask=mask)
-        if tok.padding_side == "left":
-            last = torch.full((ids.shape[0],), ids.shape[1] - 1, device=device)
-        else:
-            last = mask.sum(1) - 1
-        rows = logits[torch.arange(ids.shape[0], device=device), last].float()
-        out.append((rows[:, yes_id] - rows[:, no_id]).cpu().numpy())
+    yes_id, no_id = (answer_token_id(model.tokenizer, a) for a in answers)
+    out = [(rows[:, yes_id] - rows[:, no_id]).cpu().numpy() for rows in last_token_logits(model, texts, batch_size)]
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 

@@ -14,6 +14,7 @@ from liedetect.progress import progress_bar
 from liedetect.steering.checks import check_alpha, check_layers
 from liedetect.steering.hooks import steer
 from liedetect.steering.spec import SteeringSpec
+from liedetect.zero_shot import last_token_logits
 
 Metric = Callable[[Any], float]
 
@@ -79,15 +80,8 @@ def p_true_metric(prompts: Sequence[str], token: str = " True", batch_size: int 
         ids = model.tokenizer(token, add_special_tokens=False)["input_ids"]
         if len(ids) != 1:
             raise DataError(f"{token!r} is {len(ids)} tokens for this tokenizer; choose a single-token answer.")
-        total = 0.0
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start:start + batch_size]
-            enc = model.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left")
-            device = next(model.parameters()).device
-            with torch.no_grad():
-                logits = model(enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                               return_type="logits")
-            total += logits[:, -1].float().softmax(-1)[:, ids[0]].sum().item()
+        total = sum(rows.softmax(-1)[:, ids[0]].sum().item()
+                    for rows in last_token_logits(model, prompts, batch_size, padding_side="left"))
         return total / len(prompts)
 
     metric.__name__ = f"p({token.strip()})"
