@@ -3,10 +3,18 @@
 Each side of the contrast pairs is normalised separately (mean, and with ``normalize="full"`` the
 per-feature standard deviation), so the probe cannot latch onto the constant difference between
 "... True" and "... False". The loss is consistency ``(p+ - (1 - p-))^2`` plus confidence
-``min(p+, p-)^2``, optimised with full-batch AdamW (Burns et al.'s recipe: lr 1e-3, weight decay
-0.01, 1000 steps). ``n_restarts`` random initialisations are stacked into one weight matrix ``[R, d]``
-and optimised together (AdamW is element-wise, so this is exactly R independent runs);
-the restart with the lowest final loss is kept, and its loss curve is stored.
+``min(p+, p-)^2``. ``optimizer="lbfgs"`` (the default, as elk fits CCS) minimises it plus a small L2
+penalty ``l2 * |w|^2`` with full-batch L-BFGS (at most ``n_steps`` iterations, default 200);
+``optimizer="adam"`` is Burns et al.'s recipe (full-batch AdamW, lr 1e-3, weight decay 0.01,
+``n_steps`` default 1000). ``n_restarts`` random initialisations are stacked into one weight matrix
+``[R, d]`` and optimised together; both optimisers keep every restart on its own trajectory (AdamW is
+element-wise; ``probes.lbfgs`` keeps one history and line search per problem), so this is exactly R
+independent runs. The restart with the lowest final CCS loss is kept, and its loss curve is stored.
+With ``fit_layers`` every layer's restarts run in the same program.
+
+Probabilities: with labels for the sign (below) and ``platt=True``, the pair logit is also rescaled
+(Platt: one slope and offset fitted on the same ``n_calibration`` labels), so P(true) is calibrated
+rather than CCS's raw, over-confident output; ``fit_info_["platt"]`` holds the two numbers.
 
 Sign convention: CCS cannot tell "true" from "false". With ``calibration="labels"`` and labels
 passed to ``fit``, the sign is set from ``n_calibration`` randomly chosen training labels (the
@@ -24,11 +32,15 @@ import numpy as np
 import torch
 
 from probes.base import ContrastProbe, data_hash
+from probes.calibration import platt
 from probes.errors import ProbeError
+from probes.lbfgs import minimize
 from probes.registry import register
 
 NORMALIZE = ("full", "mean", "none")
 CALIBRATION = ("labels", "none")
+OPTIMIZERS = ("lbfgs", "adam")
+DEFAULT_STEPS = {"lbfgs": 200, "adam": 1000}
 
 
 def ccs_loss(zp: torch.Tensor, zn: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -94,6 +106,31 @@ def train_ccs(zp: torch.Tensor, zn: torch.Tensor, W0: torch.Tensor, b0: torch.Te
     return W, b, curves
 
 
+def train_ccs_lbfgs(zp: torch.Tensor, zn: torch.Tensor, W0: torch.Tensor, b0: torch.Tensor, max_iter: int,
+                    l2: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L-BFGS on the CCS loss + ``l2 * |w|^2`` for every probe in W0 [..., R, d] at once (see ``train_ccs``).
+
+    Returns (W, b, loss curves [n_iterations + 1, ..., R]); a restart that stopped early repeats its last loss.
+    """
+    n, d = zp.shape[-2], W0.shape[-1]
+    dtype = W0.dtype
+    Z = torch.cat([zp, zn], dim=-2)
+    ZT = Z.transpose(-1, -2).contiguous()
+    shape = W0.shape
+
+    def objective(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        W, b = x[:, :d].reshape(shape), x[:, d].reshape(shape[:-1])
+        loss, gW, gb = ccs_grad(Z, n, W, b, ZT)
+        loss = loss + l2 * W.square().sum(-1)
+        gW = gW + 2.0 * l2 * W
+        return loss.reshape(-1), torch.cat([gW.reshape(-1, d), gb.reshape(-1, 1)], dim=-1)
+
+    res = minimize(objective, torch.cat([W0.reshape(-1, d), b0.reshape(-1, 1)], dim=-1), max_iter=max_iter,
+                   gtol=1e-5, ftol=1e-6)
+    W, b = res.x[:, :d].reshape(shape).to(dtype), res.x[:, d].reshape(shape[:-1]).to(dtype)
+    return W, b, res.curve.reshape(-1, *shape[:-1]).to(dtype)
+
+
 @register
 class CCSProbe(ContrastProbe):
     """Unsupervised CCS probe on contrast pairs; see the module docstring for normalisation and sign."""
@@ -103,11 +140,15 @@ class CCSProbe(ContrastProbe):
         "mean_pos_", "std_pos_", "mean_neg_", "std_neg_", "weight_", "weight_bias_", "loss_curve_", "restart_losses_",
     )
 
-    def __init__(self, n_restarts: int = 10, n_steps: int = 1000, lr: float = 1e-3, weight_decay: float = 0.01,
+    def __init__(self, n_restarts: int = 10, n_steps: int | None = None, lr: float = 1e-3, weight_decay: float = 0.01,
                  normalize: str = "full", calibration: str = "labels", n_calibration: int = 32,
-                 batched: bool = True, device: str | None = None, seed: int = 0) -> None:
+                 batched: bool = True, device: str | None = None, seed: int = 0, optimizer: str = "lbfgs",
+                 l2: float = 1e-3, platt: bool = True) -> None:
         self.n_restarts = n_restarts
         self.n_steps = n_steps
+        self.optimizer = optimizer
+        self.l2 = l2
+        self.platt = platt
         self.lr = lr
         self.weight_decay = weight_decay
         self.normalize = normalize
@@ -138,11 +179,12 @@ class CCSProbe(ContrastProbe):
         device = torch.device(self.device or "cpu")
         zp_d, zn_d = zp.to(device), zn.to(device)
         if self.batched:
-            W, b, curves = train_ccs(zp_d, zn_d, W0.to(device), b0.to(device), self.n_steps, self.lr, self.weight_decay)
+            W, b, curves = self._train(zp_d, zn_d, W0.to(device), b0.to(device))
         else:  # the reference: the same program, one restart at a time
-            runs = [train_ccs(zp_d, zn_d, W0[r:r + 1].to(device), b0[r:r + 1].to(device), self.n_steps, self.lr,
-                              self.weight_decay) for r in range(self.n_restarts)]
-            W, b, curves = (torch.cat([r[i] for r in runs], dim=1 if i == 2 else 0) for i in range(3))
+            runs = [self._train(zp_d, zn_d, W0[r:r + 1].to(device), b0[r:r + 1].to(device)) for r in range(self.n_restarts)]
+            steps = max(r[2].shape[0] for r in runs)  # L-BFGS restarts may stop after different numbers of iterations
+            curves = torch.cat([torch.cat([r[2], r[2][-1:].expand(steps - r[2].shape[0], -1)]) for r in runs], dim=1)
+            W, b = torch.cat([r[0] for r in runs]), torch.cat([r[1] for r in runs])
         return self._finish(xp, xn, labels, zp, zn, W, b, curves)
 
     def fit_layers(self, X_pos: Any, X_neg: Any, y: Any = None) -> list["CCSProbe"]:
@@ -154,15 +196,27 @@ class CCSProbe(ContrastProbe):
         starts = [p._start(P[:, i], N[:, i], y) for i, p in enumerate(probes)]
         device = torch.device(self.device or "cpu")
         stack = [torch.stack([s[k] for s in starts]).to(device) for k in (3, 4, 5, 6)]
-        W, b, curves = train_ccs(*stack, self.n_steps, self.lr, self.weight_decay)
+        W, b, curves = self._train(*stack)
         return [p._finish(*s[:5], W[i], b[i], curves[:, i]) for i, (p, s) in enumerate(zip(probes, starts))]
+
+    @property
+    def steps_(self) -> int:
+        """The iteration budget: ``n_steps``, or the optimiser's default."""
+        return int(self.n_steps) if self.n_steps is not None else DEFAULT_STEPS[self.optimizer]
+
+    def _train(self, zp: torch.Tensor, zn: torch.Tensor, W0: torch.Tensor, b0: torch.Tensor) -> tuple:
+        if self.optimizer == "adam":
+            return train_ccs(zp, zn, W0, b0, self.steps_, self.lr, self.weight_decay)
+        return train_ccs_lbfgs(zp, zn, W0, b0, self.steps_, self.l2)
 
     def _start(self, X_pos: Any, X_neg: Any, y: Any) -> tuple:
         if self.normalize not in NORMALIZE:
             raise ProbeError(f"normalize must be one of {NORMALIZE}, not {self.normalize!r}.")
         if self.calibration not in CALIBRATION:
             raise ProbeError(f"calibration must be one of {CALIBRATION}, not {self.calibration!r}.")
-        if self.n_restarts < 1 or self.n_steps < 1:
+        if self.optimizer not in OPTIMIZERS:
+            raise ProbeError(f"optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}.")
+        if self.n_restarts < 1 or self.steps_ < 1:
             raise ProbeError("n_restarts and n_steps must both be at least 1.")
         xp, xn, labels = self._pairs(X_pos, X_neg, y)
         n, d = xp.shape
@@ -183,6 +237,7 @@ class CCSProbe(ContrastProbe):
         w, bias = W[best].cpu().clone(), float(b[best])
 
         sign: dict[str, Any]
+        scale = None  # Platt's (slope, offset) on the pair logit, from the same calibration labels
         if self.calibration == "labels" and labels is not None:
             idx = np.sort(np.random.default_rng(self.seed).permutation(n)[: min(self.n_calibration, n)])
             p = self._pair_proba(zp, zn, w, bias).numpy()
@@ -192,13 +247,20 @@ class CCSProbe(ContrastProbe):
                 w, bias = -w, -bias
             sign = {"calibrated": True, "method": "labels", "n_labels": int(len(idx)),
                     "accuracy_before_flip": acc, "flipped": flipped}
+            if self.platt and len(np.unique(labels[idx])) == 2:
+                logit = self._pair_logit(self._pair_proba(zp, zn, w, bias)).numpy()
+                scale = platt(logit[idx], labels[idx])
         else:
             reason = "calibration='none'" if self.calibration == "none" else "no labels were given"
             sign = {"calibrated": False, "method": "none",
                     "note": f"uncalibrated ({reason}): CCS is sign-ambiguous, so P(true) may be P(false)"}
         self.weight_ = w
         self.weight_bias_ = torch.tensor([bias], dtype=torch.float32)
-        self.loss_curve_ = curves[:, best].cpu().clone()
+        curve = curves[:, best].cpu().clone()
+        if self.optimizer == "lbfgs":  # drop the padding after this restart stopped (its loss repeated)
+            moved = torch.nonzero(curve[1:] != curve[:-1])
+            curve = curve[: int(moved[-1]) + 2] if len(moved) else curve[:1]
+        self.loss_curve_ = curve
         self.restart_losses_ = final
 
         # single activations: both sides' statistics pooled (midpoint mean, root-mean-square std)
@@ -206,7 +268,9 @@ class CCSProbe(ContrastProbe):
         std = ((self.std_pos_.pow(2) + self.std_neg_.pow(2)) / 2).sqrt()
         coef = w / std
         info = {"chosen_restart": best, "final_loss": float(final[best]), "restart_losses": final.tolist(),
-                "n_steps": self.n_steps, "sign": sign, "normalize": self.normalize}
+                "optimizer": self.optimizer, "n_steps": self.steps_, "sign": sign, "normalize": self.normalize}
+        if scale is not None:
+            info["platt"] = [float(scale[0]), float(scale[1])]
         if labels is not None:
             p = self._pair_proba(zp, zn, w, bias).numpy()
             info["train_pair_accuracy"] = float(((p >= 0.5).astype(int) == labels).mean())
@@ -224,5 +288,11 @@ class CCSProbe(ContrastProbe):
         """Logit of the CCS pair probability 0.5 * (p+ + 1 - p-), using the training normalisation."""
         xp, xn = self._pair_input(X_pos, X_neg)
         zp, zn = self._normalised(xp, xn)
-        p = self._pair_proba(zp, zn, self.weight_, float(self.weight_bias_[0])).clamp(1e-7, 1 - 1e-7)
+        logit = self._pair_logit(self._pair_proba(zp, zn, self.weight_, float(self.weight_bias_[0])))
+        a, c = self.fit_info_.get("platt") or (1.0, 0.0)
+        return a * logit + c
+
+    @staticmethod
+    def _pair_logit(p: torch.Tensor) -> torch.Tensor:
+        p = p.clamp(1e-7, 1 - 1e-7)
         return torch.log(p) - torch.log1p(-p)

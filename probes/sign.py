@@ -29,6 +29,9 @@ def flip(probe: Probe) -> Probe:
     probe.bias_ = -probe.bias_
     for name in SIGNED.get(probe.method, ()):
         setattr(probe, name, -getattr(probe, name))
+    if probe.fit_info_.get("platt"):  # P = sigmoid(a * logit + c): the flipped logit keeps a, negates c
+        a, c = probe.fit_info_["platt"]
+        probe.fit_info_ = {**probe.fit_info_, "platt": [a, -c]}
     return probe
 
 

@@ -63,11 +63,15 @@ def test_batched_restarts_equal_one_at_a_time(q):
     assert cos(batched.direction_, looped.direction_) > 0.9999
 
 
-def test_lowest_loss_restart_is_kept_and_its_curve_stored(q):
-    probe = CCSProbe(n_restarts=5, n_steps=200, seed=0).fit(q.X, q.X_neg, q.y)
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_lowest_loss_restart_is_kept_and_its_curve_stored(q, optimizer):
+    probe = CCSProbe(n_restarts=5, n_steps=200, seed=0, optimizer=optimizer).fit(q.X, q.X_neg, q.y)
     losses = probe.restart_losses_
     assert probe.fit_info_["chosen_restart"] == int(torch.argmin(losses))
-    assert probe.loss_curve_.shape == (200,)
+    if optimizer == "adam":
+        assert probe.loss_curve_.shape == (200,)
+    else:  # L-BFGS stops when it has converged: the initial loss plus at most n_steps iterations
+        assert 2 <= probe.loss_curve_.shape[0] <= 201
     assert float(probe.loss_curve_[-1]) < float(probe.loss_curve_[0])
     assert len(set(np.round(losses.numpy(), 6))) > 1  # the restarts really started from different points
 
@@ -112,3 +116,56 @@ def test_uncalibrated_probe_says_so_and_is_right_up_to_sign(q, held):
         assert probe.fit_info_["sign"]["method"] == "none"
         acc = probe.score_pairs(held.X, held.X_neg, held.y)
         assert max(acc, 1 - acc) > 0.95
+
+
+def test_lbfgs_and_adam_find_the_same_direction(q, held):
+    lbfgs = CCSProbe(n_restarts=4, seed=1).fit(q.X, q.X_neg, q.y)
+    adam = CCSProbe(n_restarts=4, seed=1, optimizer="adam").fit(q.X, q.X_neg, q.y)
+    assert lbfgs.fit_info_["optimizer"] == "lbfgs" and adam.fit_info_["optimizer"] == "adam"
+    assert cos(lbfgs.direction_, adam.direction_) > 0.95
+    assert cos(lbfgs.direction_, q.truth) > 0.9
+    assert lbfgs.score_pairs(held.X, held.X_neg, held.y) > 0.95
+
+
+def test_platt_scaling_calibrates_pair_probabilities(q, held):
+    """CCS's raw pair probabilities are over-confident; Platt on the 32 sign labels brings ECE down."""
+    from probes.metrics import evaluate
+
+    raw = CCSProbe(n_restarts=4, platt=False).fit(q.X, q.X_neg, q.y)
+    scaled = CCSProbe(n_restarts=4).fit(q.X, q.X_neg, q.y)
+    a, c = scaled.fit_info_["platt"]
+    assert a > 0 and "platt" not in raw.fit_info_
+    e_raw = evaluate(held.y, raw.predict_proba_pairs(held.X, held.X_neg))
+    e_scaled = evaluate(held.y, scaled.predict_proba_pairs(held.X, held.X_neg))
+    print(f"held-out ECE raw {e_raw['ece']:.3f} -> Platt {e_scaled['ece']:.3f}; accuracy {e_raw['accuracy']:.3f} / {e_scaled['accuracy']:.3f}")
+    assert e_scaled["accuracy"] == pytest.approx(e_raw["accuracy"], abs=0.01)  # a monotone rescaling
+    assert e_scaled["ece"] < e_raw["ece"]
+    from probes.sign import flip
+
+    flip(scaled)  # a flipped probe predicts exactly the complement, Platt included
+    torch.testing.assert_close(scaled.predict_proba_pairs(held.X, held.X_neg),
+                               1 - CCSProbe(n_restarts=4).fit(q.X, q.X_neg, q.y).predict_proba_pairs(held.X, held.X_neg))
+
+
+def test_batched_lbfgs_solves_each_logistic_regression_like_sklearn():
+    from sklearn.linear_model import LogisticRegression
+
+    from probes.lbfgs import minimize
+
+    rng = np.random.default_rng(0)
+    n, d, Cs = 300, 40, [1e-2, 1.0, 100.0]
+    X = rng.normal(size=(n, d))
+    y = (X @ rng.normal(size=d) + 3 * rng.normal(size=n) > 0).astype(float)
+    Xb, yt, lam = torch.tensor(np.c_[X, np.ones(n)]), torch.tensor(y), torch.tensor([1 / C for C in Cs])
+
+    def f(theta):
+        z = theta @ Xb.T
+        g = (torch.sigmoid(z) - yt) @ Xb
+        g[:, :-1] += lam[:, None] * theta[:, :-1]
+        return torch.nn.functional.softplus(z).sum(-1) - (z * yt).sum(-1) + 0.5 * lam * theta[:, :-1].square().sum(-1), g
+
+    res = minimize(f, torch.zeros(len(Cs), d + 1, dtype=torch.float64), max_iter=500, gtol=1e-8, ftol=1e-14)
+    for i, C in enumerate(Cs):
+        ref = LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(X, y)
+        assert np.abs(res.x[i, :-1].numpy() - ref.coef_[0]).max() < 1e-4 * np.abs(ref.coef_[0]).max()
+        assert float(res.x[i, -1]) == pytest.approx(float(ref.intercept_[0]), abs=1e-4)

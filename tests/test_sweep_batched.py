@@ -36,12 +36,16 @@ def test_ccs_fit_layers_equals_one_fit_per_layer(layers):
     assert batched[2].fit_info_["train_pair_accuracy"] > 0.85 > batched[0].fit_info_["train_pair_accuracy"]
 
 
-def test_sweep_with_batched_ccs_equals_the_per_layer_path(layers):
+@pytest.mark.parametrize("optimizer, tol", [("adam", 1e-9), ("lbfgs", 0.04)])
+def test_sweep_with_batched_ccs_equals_the_per_layer_path(layers, optimizer, tol):
+    """AdamW is element-wise, so batching changes nothing; L-BFGS's line search compares float32 losses, so a
+    restart's path can part from its unbatched twin by rounding: rows agree to a test example or two."""
     pos, neg, y = layers
-    fast = sweep(None, y, methods=["ccs"], pairs=(pos, neg), params={"ccs": CCS}, kfold=3, seed=1, n_boot=0)
-    slow = sweep(None, y, methods=["ccs"], pairs=(pos, neg), params={"ccs": {**CCS, "batched": False}}, kfold=3, seed=1, n_boot=0)
+    ccs = {**CCS, "optimizer": optimizer}
+    fast = sweep(None, y, methods=["ccs"], pairs=(pos, neg), params={"ccs": ccs}, kfold=3, seed=1, n_boot=0)
+    slow = sweep(None, y, methods=["ccs"], pairs=(pos, neg), params={"ccs": {**ccs, "batched": False}}, kfold=3, seed=1, n_boot=0)
     assert [(r["layer"], r["fold"]) for r in fast.rows] == [(r["layer"], r["fold"]) for r in slow.rows]
     for a, b in zip(fast.rows, slow.rows):
         for key in ("accuracy", "val_accuracy", "auroc"):
-            assert a[key] == pytest.approx(b[key], abs=1e-9), (a, b)
+            assert a[key] == pytest.approx(b[key], abs=tol), (a, b)
     assert fast.best_layer("ccs") == slow.best_layer("ccs") == 2
