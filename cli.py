@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 from rich.table import Table
 
-from liedetect.cli.common import (DEFAULT_MODEL, BosOpt, DeviceOpt, ModelOpt, QuietOpt, console, err_console,
-                                  friendly_errors, parse_layers, print_table)
+from liedetect.cli.common import (DEFAULT_MODEL, BosOpt, DataArg, DataFlag, DeviceOpt, ModelOpt, QuietOpt, console,
+                                  err_console, friendly_errors, parse_layers, pick_input, print_table)
 from liedetect.cli.organism import organism_app
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ TemplateOpt = typer.Option("true-false", help="Contrast-pair template for lat/cc
 
 @app.command()
 @friendly_errors
-def train(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with statement,label, or builtin:NAME."),
+def train(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
           out: Path = typer.Option(..., "--out", "-o", help="Probe path: writes OUT.safetensors and OUT.json."),
           model: str = ModelOpt,
           method: str = typer.Option("lr", help=MethodHelp),
@@ -103,6 +103,7 @@ def train(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
           device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
           bos: str = BosOpt, quiet: bool = QuietOpt) -> None:
     """Fit one probe on one layer of a model and save it with its held-out metrics."""
+    data = pick_input(data, data_flag, "DATA", "--data")
     from liedetect.datasets import load_dataset
     from liedetect.models import load_model
     from liedetect.training import train_probe
@@ -122,7 +123,7 @@ def train(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
 
 @app.command()
 @friendly_errors
-def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with statement,label, or builtin:NAME."),
+def sweep(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
           out: Path = typer.Option(..., "--out", "-o", help="Folder for sweep.json, sweep.csv and sweep.png."),
           model: str = ModelOpt,
           layers: str = typer.Option("all", help="'all', '3', '2,4' or '1-3'."),
@@ -140,6 +141,7 @@ def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
           device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
           bos: str = BosOpt, quiet: bool = QuietOpt) -> None:
     """Every probe method on every layer: per method the layer chosen on validation data and its test accuracy with a 95% interval; sweep.json/csv and a plot."""
+    data = pick_input(data, data_flag, "DATA", "--data")
     from liedetect.datasets import load_dataset
     from liedetect.models import load_model
     from liedetect.training import sweep_model
@@ -210,8 +212,8 @@ def sweep_choice_table(result: "SweepResult") -> Table:
 
 @app.command("eval")
 @friendly_errors
-def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (PATH or PATH.json)."),
-             data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with statement,label, or builtin:NAME."),
+def eval_cmd(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
+             probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (PATH or PATH.json)."),
              model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to read (default: the one the probe was trained on)."),
              layer: Optional[int] = typer.Option(None, help="Refuse the probe unless it was trained on this layer."),
              hook: Optional[str] = typer.Option(None, help="Refuse the probe unless it was trained on this hook."),
@@ -222,6 +224,7 @@ def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved prob
              device: str = DeviceOpt, quiet: bool = QuietOpt,
              bos: Optional[str] = typer.Option(None, "--bos", help="Override the BOS policy the probe was trained with (auto, always, never).")) -> None:
     """Measure a saved probe on a dataset (accuracy, AUROC, calibration error, bootstrap intervals)."""
+    data = pick_input(data, data_flag, "DATA", "--data")
     import probes as probes_pkg
     from liedetect.datasets import load_dataset
     from liedetect.errors import ProbeMismatchError
@@ -262,7 +265,9 @@ def demo(out: Path = typer.Option(Path("liedetect-demo"), "--out", "-o", help="R
 
 @app.command()
 @friendly_errors
-def steer(probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (PATH.json) whose direction is steered along."),
+def steer(probe: Optional[Path] = typer.Argument(None, metavar="PROBE", show_default=False,
+                                                 help="A saved probe (PATH.json) whose direction is steered along."),
+          probe_flag: Optional[Path] = typer.Option(None, "--probe", "-p", hidden=True, help="Same as PROBE (older spelling)."),
           prompt: List[str] = typer.Option(["The statement 'the sky is green' is"], "--prompt", help="Prompt(s) to continue; repeat the option for several."),
           model: str = ModelOpt,
           alpha: float = typer.Option(4.0, "--alpha", "-a", help="Strength: added multiple of the direction, or the projection value for --op set."),
@@ -278,6 +283,7 @@ def steer(probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (
           gguf: Optional[Path] = typer.Option(None, help="Also write the direction as a llama.cpp control vector (GGUF)."),
           device: str = DeviceOpt, quiet: bool = QuietOpt) -> None:
     """Generate with and without steering along a probe's direction, side by side (or sweep alphas with --sweep)."""
+    probe = Path(pick_input(probe, probe_flag, "PROBE", "--probe"))
     from liedetect.models import load_model, model_id
     from liedetect.steering import SteeringSpec, compare_generations, p_true_metric, steering_sweep
 

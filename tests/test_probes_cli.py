@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_train_then_eval_then_refuse_another_layer(tmp_path, minilm_path):
-    code, out = run("train", "--model", minilm_path, "--data", DATA, "--limit", "40", "--method", "lr", "--layer", "2",
+    code, out = run("train", DATA, "--model", minilm_path, "--limit", "40", "--method", "lr", "--layer", "2",
                     "--position", "mean", "--out", tmp_path / "lr", "--quiet")
     assert code == 0, out
     side = json.loads((tmp_path / "lr.json").read_text())
@@ -37,7 +37,7 @@ def test_train_then_eval_then_refuse_another_layer(tmp_path, minilm_path):
     side = json.loads((tmp_path / "ccs.json").read_text())
     assert side["meta"]["layer"] == 5 and side["fit_info"]["sign"]["calibrated"] and len(side["fit_info"]["restart_losses"]) == 10
 
-    code, out = run("eval", "--probe", tmp_path / "lr.json", "--data", DATA, "--limit", "40", "--n-boot", "20", "--quiet")
+    code, out = run("eval", DATA, "--probe", tmp_path / "lr.json", "--limit", "40", "--n-boot", "20", "--quiet")
     assert code == 0, out
     assert "accuracy" in out and "auroc" in out
 
@@ -98,3 +98,15 @@ def test_minilm_cities_sweep_runs_every_method_on_every_layer(tmp_path, minilm_p
     code, out = run("sweep", "--model", minilm_path, "--data", cities, "--limit", "40", "--layers", "1",
                     "--group-by", "town", "--out", tmp_path / "bad", "--quiet")
     assert code == 2 and "no column 'town'" in out, out
+
+
+@pytest.mark.parametrize("command, required", [("train", ["--out", "x", "--layer", "1"]), ("sweep", ["--out", "x"]),
+                                               ("eval", ["--probe", "p"])])
+def test_data_is_the_first_argument_and_the_old_flag_still_works_once(tmp_path, monkeypatch, command, required):
+    """DATA is positional in every command; --data (the older spelling) is accepted, but not a second, different value."""
+    monkeypatch.chdir(tmp_path)
+    code, out = run(command, "builtin:cities", "--data", "builtin:larger_than", *required)
+    assert code == 2 and "given twice" in out and "Traceback" not in out, out
+    code, out = run(command, *required)
+    assert code == 2 and "Missing DATA" in out, out
+    assert not (tmp_path / "x").exists()

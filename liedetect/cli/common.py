@@ -61,3 +61,19 @@ ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'organism', 'smoll
 DeviceOpt = typer.Option("auto", help="cpu, cuda, cuda:1 or auto.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 BosOpt = typer.Option("auto", "--bos", help="BOS token before each text: auto (what the model's own tokenizer does), always or never.")
+DataArg = typer.Argument(None, metavar="DATA", show_default=False,
+                         help="CSV/JSONL with statement,label, or builtin:NAME.")
+DataFlag = typer.Option(None, "--data", "-d", hidden=True, help="Same as DATA (older spelling).")
+
+
+def pick_input(positional, flag, name: str, flag_name: str):
+    """The primary input, given as the first argument (or, as before, by its option); exactly one of the two."""
+    from liedetect.errors import DataError
+
+    if positional is not None and flag is not None and str(positional) != str(flag):
+        raise DataError(f"{name} was given twice ({positional} and {flag_name} {flag}); pass it once, as the first argument.")
+    value = positional if positional is not None else flag
+    if value is None:
+        raise DataError(f"Missing {name}: pass it as the first argument (see --help).")
+    return value
+

@@ -62,7 +62,7 @@ def load_checkpoint(path: Optional[str | Path] = None, device=None, dtype=None) 
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"The organism weights in {root} do not fit the model in its config ({str(exc).splitlines()[0][:120]}); re-run `liedetect organism train`.") from None
     if device is not None or dtype is not None:
-        model = model.to(device=device, dtype=dtype)
+        model = model.to(device=device, dtype=dtype, print_details=False)  # no "Moving model to device" on stdout
     model.eval()
     model.organism_world = world
     model.organism_config = config
