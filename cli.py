@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 from rich.table import Table
 
-from liedetect.cli.common import (DEFAULT_MODEL, BosOpt, DataArg, DataFlag, DeviceOpt, ModelOpt, QuietOpt, console,
-                                  err_console, friendly_errors, parse_layers, pick_input, print_table)
+from liedetect.cli.common import (DEFAULT_MODEL, BosOpt, DataArg, DataFlag, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, console,
+                                  err_console, friendly_errors, parse_layers, pick_input, print_json, print_table)
 from liedetect.cli.organism import organism_app
 
 if TYPE_CHECKING:
@@ -26,26 +26,29 @@ app.add_typer(organism_app, name="organism")
 @app.command()
 @friendly_errors
 def info(model: str = typer.Argument(DEFAULT_MODEL, help="'organism', 'smollm2', a .gguf file, a Hugging Face name or a local folder."),
-         device: str = DeviceOpt) -> None:
+         device: str = DeviceOpt, as_json: bool = JsonOpt) -> None:
     """Show a model's layers, width and residual hook names."""
+    from liedetect.bos import describe_bos
     from liedetect.models import load_model, model_id
 
     bridge = load_model(model, device=device)
     cfg = bridge.cfg
+    hooks = sorted({n.split(".", 2)[2] for n in bridge.hook_dict if n.startswith("blocks.0.hook_")})
+    bos = describe_bos(bridge)
+    source = getattr(bridge, "liedetect_source", None)
+    if as_json:
+        return print_json({"model_id": model_id(bridge), "layers": cfg.n_layers, "d_model": cfg.d_model,
+                           "context": getattr(cfg, "n_ctx", None), "vocab": getattr(cfg, "d_vocab", None),
+                           "hooks_per_block": [h.removeprefix("hook_") for h in hooks], "bos": bos, "source": source})
     console.print(f"[bold]{model_id(bridge)}[/]")
     rows = [{"property": "layers", "value": cfg.n_layers}, {"property": "d_model", "value": cfg.d_model},
             {"property": "context", "value": getattr(cfg, "n_ctx", "?")},
             {"property": "vocab", "value": getattr(cfg, "d_vocab", "?")}]
     print_table("model", rows)
-    hooks = sorted({n.split(".", 2)[2] for n in bridge.hook_dict if n.startswith("blocks.0.hook_")})
     console.print("hooks per block: " + ", ".join(h.removeprefix("hook_") for h in hooks))
     console.print(f"example: blocks.{cfg.n_layers // 2}.hook_resid_post")
-    from liedetect.bos import describe_bos
-
-    bos = describe_bos(bridge)
     console.print(f"BOS: policy {bos['bos']}; the tokenizer {'adds' if bos['tokenizer_adds_bos'] else 'does not add'} "
                   f"{bos['bos_token']!r} to plain text", highlight=False)
-    source = getattr(bridge, "liedetect_source", None)
     if source:
         console.print(f"source: {source['name']} ({source['architecture']}, {source['quantization']}, sha256 "
                       f"{source['sha256'][:12]}), {'read from the cache' if source['from_cache'] else 'dequantized and cached'}",
@@ -101,7 +104,7 @@ def train(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
           limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
           batch_size: int = typer.Option(32, min=1),
           device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
-          bos: str = BosOpt, quiet: bool = QuietOpt) -> None:
+          bos: str = BosOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Fit one probe on one layer of a model and save it with its held-out metrics."""
     data = pick_input(data, data_flag, "DATA", "--data")
     from liedetect.datasets import load_dataset
@@ -116,6 +119,8 @@ def train(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
                          test_size=test_size, seed=seed, batch_size=batch_size, progress=not quiet)
     result.meta["model_spec"] = model
     path = result.save(out)
+    if as_json:
+        return print_json({"probe": path, "weights": path.with_suffix(".safetensors"), "metrics": result.metrics, "meta": result.meta})
     console.print(result.summary())
     print_table("metrics", [{k: v for k, v in result.metrics.items()}])
     console.print(f"saved {path} and {path.with_suffix('.safetensors')}")
@@ -139,7 +144,7 @@ def sweep(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
           limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
           batch_size: int = typer.Option(32, min=1),
           device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
-          bos: str = BosOpt, quiet: bool = QuietOpt) -> None:
+          bos: str = BosOpt, quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Every probe method on every layer: per method the layer chosen on validation data and its test accuracy with a 95% interval; sweep.json/csv and a plot."""
     data = pick_input(data, data_flag, "DATA", "--data")
     from liedetect.datasets import load_dataset
@@ -155,9 +160,13 @@ def sweep(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
     result = sweep_model(bridge, dataset, layers=layers, methods=chosen, position=position, hook=hook, template=template,
                          test_size=test_size, kfold=kfold, seed=seed, n_boot=n_boot, batch_size=batch_size,
                          progress=not quiet, group_by=group_by)
+    paths = result.save(out)
+    if as_json:
+        best = result.best()
+        return print_json({"best": {"method": best[0], "layer": best[1], "accuracy": best[2]}, "chance": result.chance,
+                           "selection": {m: result.headline(m) for m in result.methods}, "files": paths})
     console.print(sweep_layer_table(result, f"test accuracy by layer ({dataset.name}, chance {result.chance:.3f})"))
     console.print(sweep_choice_table(result))
-    paths = result.save(out)
     method, layer, acc = result.best()
     console.print(f"[bold]best on validation: {method} at layer {layer} (test accuracy {acc:.3f})[/]")
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -222,7 +231,8 @@ def eval_cmd(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
              limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
              batch_size: int = typer.Option(32, min=1),
              device: str = DeviceOpt, quiet: bool = QuietOpt,
-             bos: Optional[str] = typer.Option(None, "--bos", help="Override the BOS policy the probe was trained with (auto, always, never).")) -> None:
+             bos: Optional[str] = typer.Option(None, "--bos", help="Override the BOS policy the probe was trained with (auto, always, never)."),
+             as_json: bool = JsonOpt) -> None:
     """Measure a saved probe on a dataset (accuracy, AUROC, calibration error, bootstrap intervals)."""
     data = pick_input(data, data_flag, "DATA", "--data")
     import probes as probes_pkg
@@ -241,6 +251,8 @@ def eval_cmd(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
     fitted = load_probe(probe, model=bridge, layer=layer, hook=hook)
     metrics = evaluate_probe(fitted, bridge, dataset, n_boot=n_boot, seed=seed, batch_size=batch_size, progress=not quiet,
                              bos=bos)
+    if as_json:
+        return print_json({"probe": probe, "data": dataset.summary(), "metrics": metrics})
     console.print(f"{fitted.summary()} on {dataset.summary()}")
     print_table("metrics", [metrics])
 

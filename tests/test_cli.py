@@ -19,6 +19,14 @@ def test_info_on_a_local_encoder(minilm_path):
     assert code == 0 and "384" in out and "resid_post" in out
 
 
+def test_info_json_is_one_document_on_stdout():
+    import json
+
+    result = runner.invoke(app, ["info", "organism", "--json"])
+    doc = json.loads(result.stdout)  # nothing but the JSON (no "Moving model to device" chatter)
+    assert result.exit_code == 0 and doc["layers"] == 5 and doc["d_model"] == 128 and "resid_post" in doc["hooks_per_block"]
+
+
 def test_missing_model_is_one_sentence(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, out = run("info", "no-such-org/no-such-model")

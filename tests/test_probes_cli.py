@@ -40,6 +40,10 @@ def test_train_then_eval_then_refuse_another_layer(tmp_path, minilm_path):
     code, out = run("eval", DATA, "--probe", tmp_path / "lr.json", "--limit", "40", "--n-boot", "20", "--quiet")
     assert code == 0, out
     assert "accuracy" in out and "auroc" in out
+    machine = runner.invoke(app, ["eval", DATA, "--probe", str(tmp_path / "lr.json"), "--limit", "40", "--n-boot", "20",
+                                  "--quiet", "--json"])
+    doc = json.loads(machine.stdout)  # --json: one JSON document on stdout, nothing else
+    assert machine.exit_code == 0 and 0.0 <= doc["metrics"]["accuracy"] <= 1.0 and doc["probe"].endswith("lr.json")
 
     code, out = run("eval", "--probe", tmp_path / "lr", "--data", DATA, "--layer", "3", "--quiet")
     assert code == 2
