@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from liedetect.errors import DataError
+from liedetect.paths import check_input_file, csv_error, csv_rows, read_text
 
 TRUE_WORDS = {"1", "1.0", "true", "t", "yes"}
 FALSE_WORDS = {"0", "0.0", "false", "f", "no"}
@@ -93,8 +94,8 @@ def parse_label(value: Any) -> Optional[int]:
 
 def _rows_csv(path: Path):
     """Yield (line_number, row dict) from a CSV with a header; quoted multi-line fields allowed."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+    reader = csv_rows(read_text(path, "dataset"), path)
+    try:
         if not reader.fieldnames:
             return
         line = reader.line_num + 1
@@ -104,20 +105,21 @@ def _rows_csv(path: Path):
             else:
                 yield line, row
             line = reader.line_num + 1
+    except csv.Error as exc:
+        raise csv_error(exc, path, reader.line_num) from None
 
 
 def _rows_jsonl(path: Path):
     """Yield (line_number, object) from JSON Lines, skipping blank lines."""
-    with path.open(encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield line, ValueError(f"bad JSON ({exc.msg})")
-                continue
-            yield line, obj if isinstance(obj, dict) else ValueError("not a JSON object")
+    for line, text in enumerate(read_text(path, "dataset").splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            yield line, ValueError(f"bad JSON ({getattr(exc, 'msg', 'nested too deeply')})")
+            continue
+        yield line, obj if isinstance(obj, dict) else ValueError("not a JSON object")
 
 
 def load_statements(path: Union[str, Path], skip_bad: bool = False, unlabelled: str = "error") -> StatementDataset:
@@ -125,6 +127,7 @@ def load_statements(path: Union[str, Path], skip_bad: bool = False, unlabelled: 
     path = Path(path)
     if not path.exists():
         raise DataError(f"No such dataset file: {path}.")
+    check_input_file(path, "dataset")
     rows = _rows_jsonl(path) if path.suffix in (".jsonl", ".json") else _rows_csv(path)
     statements, labels, extra, problems = [], [], {}, []
     for line, row in rows:

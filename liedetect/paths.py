@@ -1,0 +1,184 @@
+"""Files a run reads and writes: input and output checks, one writer per output (a lock file), strict UTF-8 text.
+
+Every check here runs before a model loads or an output is touched, so a refused run leaves every file as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Union
+
+from liedetect.errors import DataError, LockedError, OutputPathError
+
+PathLike = Union[str, Path]
+
+CSV_FIELD_LIMIT = 64 * 1024 * 1024  # one CSV field may hold a 64 MiB transcript; Python's default is 128 KiB
+
+
+def _real(path: PathLike) -> Path:
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
+def check_input_file(path: PathLike, what: str = "input") -> Path:
+    """The path of a readable regular file, or a DataError naming what is wrong with it."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise DataError(f"The {what} {p} is a folder; pass a file.")
+    if not p.exists():
+        raise DataError(f"No {what} file at {p}.")
+    if not p.is_file():
+        raise DataError(f"The {what} {p} is not a regular file.")
+    if not os.access(p, os.R_OK):
+        raise DataError(f"The {what} {p} is not readable (permission denied).")
+    return p
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_outputs(outputs: Sequence[PathLike], inputs: Iterable[Optional[PathLike]] = (), folder: Sequence[bool] = ()) -> None:
+    """Refuse outputs that equal or sit inside an input, repeat each other, or cannot be written.
+
+    `folder[i]` says output i is a folder (it may exist as one, never as a file); otherwise it is a file.
+    """
+    ins = [_real(p) for p in inputs if p is not None]
+    ins += [Path(os.path.realpath(p)) for p in ins]
+    seen: List[Path] = []
+    for k, out in enumerate(outputs):
+        is_folder = folder[k] if k < len(folder) else False
+        o = _real(out)
+        for candidates in (o, Path(os.path.realpath(o))):
+            for i in ins:
+                if _inside(candidates, i):
+                    where = "is" if candidates == i else "lies inside"
+                    raise OutputPathError(f"The output {out} {where} the input {i}; choose an output path apart from the inputs.")
+        if o in seen:
+            raise OutputPathError(f"Two outputs of this run are both {out}; give each output its own path.")
+        seen.append(o)
+        _check_writable(Path(out).expanduser(), is_folder)
+
+
+def _check_writable(out: Path, is_folder: bool) -> None:
+    if out.exists():
+        if is_folder and not out.is_dir():
+            raise OutputPathError(f"The output folder {out} is a file; pass a folder path.")
+        if not is_folder and out.is_dir():
+            raise OutputPathError(f"The output {out} is a folder; pass a file path.")
+        target = out if is_folder else out.parent
+        if not os.access(target, os.W_OK) or (not is_folder and not os.access(out, os.W_OK)):
+            raise OutputPathError(f"The output {out} is not writable (permission denied).")
+        return
+    parent = out.parent
+    while not parent.exists():
+        if parent.is_symlink():
+            raise OutputPathError(f"The output {out} lies under a broken link {parent}.")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"The output {out} cannot be created: {parent} is a file, not a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"The output {out} cannot be created: the folder {parent} is not writable.")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class OutputLock:
+    """One writer per output: `<out>.lock` holds the writer's pid; a lock left by a dead process is taken over."""
+
+    def __init__(self, out: PathLike) -> None:
+        out = Path(out)
+        self.path = out.with_name(out.name + ".lock")
+        self.held = False
+
+    def acquire(self) -> "OutputLock":
+        """Take the lock or raise LockedError naming the live holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pid = self._holder()
+                if pid is not None and _pid_alive(pid) and pid != os.getpid():
+                    raise LockedError(f"Another liedetect process (pid {pid}) is writing {self.path.with_suffix('')}; "
+                                      f"wait for it to finish, or delete {self.path} if that process is gone.") from None
+                try:  # stale: its writer died (or it is ours from an earlier call); take it over
+                    self.path.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            self.held = True
+            return self
+        raise LockedError(f"Could not take the lock {self.path}; another process keeps creating it.")
+
+    def _holder(self) -> Optional[int]:
+        try:
+            return int(self.path.read_text().strip() or "-1")
+        except (ValueError, OSError):
+            return None
+
+    def release(self) -> None:
+        """Remove the lock if this process holds it."""
+        if self.held and self._holder() == os.getpid():
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+        self.held = False
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def read_text(path: PathLike, what: str = "input") -> str:
+    """A file's text as strict UTF-8 (a leading BOM is dropped); undecodable or NUL bytes name the file and line."""
+    p = check_input_file(path, what)
+    data = p.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"{p} line {line} is not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8.") from None
+    if "\x00" in text:
+        line = text[:text.index("\x00")].count("\n") + 1
+        raise DataError(f"{p} line {line} holds a NUL byte: this looks like a binary file, not text.")
+    return text
+
+
+def csv_rows(text: str, path: PathLike) -> "csv.DictReader":
+    """A DictReader over text with a field limit large enough for long transcripts."""
+    import io
+
+    csv.field_size_limit(min(sys.maxsize, CSV_FIELD_LIMIT))
+    return csv.DictReader(io.StringIO(text, newline=""))
+
+
+def csv_error(exc: csv.Error, path: PathLike, line: int) -> DataError:
+    """A csv.Error as one sentence with file and line."""
+    return DataError(f"{path} line {line} cannot be read as CSV ({exc}).")
+
+
+def is_disk_error(exc: OSError) -> bool:
+    """Whether an OSError is about the disk (full, read-only, permissions) rather than a bug."""
+    return exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR,
+                         errno.EISDIR, errno.ENOENT, errno.EEXIST)
