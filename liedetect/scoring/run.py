@@ -224,3 +224,40 @@ def check_control(cdata: TranscriptSet) -> TranscriptSet:
                         f"{lies[0].id!r}, line {lies[0].line}); a threshold must be set on honest messages only, so "
                         f"remove them or pass an honest control set.")
     return cdata
+
+
+def preflight(transcripts: Union[str, Path], probe: Union[str, Path], out: Union[str, Path], control: Union[None, str, Path] = None,
+              html: Union[None, str, Path] = None, model: Optional[str] = None, fpr: float = 0.01,
+              strict: bool = False, resume: bool = False, **choices: str) -> Tuple[TranscriptSet, Optional[TranscriptSet]]:
+    """Everything a scoring run can check before a model loads: the FPR, the choices (aggregate, fmt, too_long,
+    engine), the inputs, the control set, the probe's files and every output path (none may be an input);
+    returns (transcripts, control set)."""
+    from liedetect.options import check_choice
+    from liedetect.scoring.render import FORMATS, TOO_LONG
+    from liedetect.scoring.scorer import AGGREGATES
+    from liedetect.options import input_paths, probe_files
+    from liedetect.paths import check_outputs
+    from liedetect.probe_io import validate_probe_files
+    from liedetect.scoring.calibration import check_fpr
+    from liedetect.scoring.store import check_replaceable, check_resumable, score_outputs
+    from liedetect.scoring.transcripts import load_transcripts
+
+    known = {"aggregate": AGGREGATES, "fmt": FORMATS, "too_long": TOO_LONG, "engine": ("local", "ray")}
+    for name, value in choices.items():
+        check_choice(value, known[name], "--" + {"fmt": "format"}.get(name, name).replace("_", "-"))
+    check_fpr(fpr)
+    data = load_transcripts(transcripts, strict=strict)
+    if not data.transcripts:
+        raise DataError(f"No transcript in {transcripts} could be read ({len(data.problems)} lines skipped); "
+                        f"the first problem: {data.problems[0] if data.problems else 'the file is empty'}.")
+    cdata = None if control is None else check_control(load_transcripts(control, strict=strict))
+    outputs = list(score_outputs(out).values())
+    if html is not None:
+        html = Path(html)
+        outputs += [html, html.with_name(html.stem + "_hist.png"), html.with_name(html.stem + "_roc.png")]
+    check_outputs(outputs, input_paths(transcripts, control, model, *probe_files(probe)))
+    for key in ("scores", "control"):
+        target = score_outputs(out)[key]
+        check_resumable(target) if resume and target.exists() and target.stat().st_size else check_replaceable(target)
+    validate_probe_files(probe)
+    return data, cdata

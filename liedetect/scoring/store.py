@@ -61,10 +61,7 @@ class ScoreFile:
         self._fh = self.path.open("ab")
 
     def _check_settings(self, settings: Dict[str, Any]) -> None:
-        old = _read_meta(self.meta_path)
-        if old is None:
-            raise CheckpointError(f"{self.path} is not a liedetect score file (no {self.meta_path.name} beside it); "
-                                  f"choose another --out, or run without --resume to replace it.")
+        old = check_resumable(self.path)
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if diff:
             raise CheckpointError(f"{self.path} was written with different settings ({', '.join(diff)}); rerun with "
@@ -117,6 +114,15 @@ def _read_meta(path: Path) -> Optional[Dict[str, Any]]:
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def check_resumable(path: Path) -> Dict[str, Any]:
+    """The settings a score file was written with; CheckpointError when it is not a liedetect score file."""
+    meta = _read_meta(path.with_name(path.name + ".meta.json"))
+    if meta is None:
+        raise CheckpointError(f"{path} is not a liedetect score file (no valid {path.name}.meta.json beside it); "
+                              f"choose another --out, or run without --resume to replace it.")
+    return meta
 
 
 def check_replaceable(path: Path) -> None:
