@@ -181,7 +181,8 @@ def score_transcripts(model: Any, probe: Any, transcripts: Union[str, Path, Tran
         runner = ray_runner(model, probe, scorer.layer, scorer.hook, aggregate, **(ray_options or {}))
     lock = OutputLock(out).acquire() if out is not None else None
     try:
-        sink = ScoreFile(out, resume=resume, settings=settings, fingerprints=prints) if out is not None else None
+        sink = ScoreFile(out, resume=resume, settings=settings, fingerprints=prints,
+                         lines={e.transcript.id: e.transcript.line for e in encs}) if out is not None else None
         try:
             n_before = len(sink.done) if sink else 0
             records, n_new, tokens = run_scoring(encs, runner, sink, batch_size, max_batch_tokens, progress,
@@ -192,7 +193,8 @@ def score_transcripts(model: Any, probe: Any, transcripts: Union[str, Path, Tran
         calibration = None
         rows = message_rows(records, aggregate)
         if cenc is not None:
-            csink = ScoreFile(outputs["control"], resume=resume, settings=settings, fingerprints=cprints) if out else None
+            csink = ScoreFile(outputs["control"], resume=resume, settings=settings, fingerprints=cprints,
+                              lines={e.transcript.id: e.transcript.line for e in cenc}) if out else None
             try:
                 crecords, _, ctokens = run_scoring(cenc, local_runner(scorer) if engine == "local" else runner, csink,
                                                    batch_size, max_batch_tokens, progress, "control", fingerprints=cprints)

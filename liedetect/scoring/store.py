@@ -43,7 +43,7 @@ class ScoreFile:
     record whose fingerprint does not match `fingerprints` (id -> fingerprint of the current input)."""
 
     def __init__(self, path: Union[str, Path], resume: bool = False, settings: Optional[Dict[str, Any]] = None,
-                 fingerprints: Optional[Dict[str, str]] = None) -> None:
+                 fingerprints: Optional[Dict[str, str]] = None, lines: Optional[Dict[str, int]] = None) -> None:
         self.path = Path(path)
         self.meta_path = self.path.with_name(self.path.name + ".meta.json")
         self.done: Dict[str, Dict[str, Any]] = {}
@@ -53,7 +53,7 @@ class ScoreFile:
         meta = {**(settings or {}), "format": FORMAT}
         if resume and self.path.exists() and self.path.stat().st_size:
             self._check_settings(meta)
-            self._recover(fingerprints)
+            self._recover(fingerprints, lines or {})
         else:
             check_replaceable(self.path)
             self.path.write_bytes(b"")
@@ -67,10 +67,10 @@ class ScoreFile:
             raise CheckpointError(f"{self.path} was written with different settings ({', '.join(diff)}); rerun with "
                                   f"the same settings to resume, or without --resume to start over.")
 
-    def _recover(self, fingerprints: Optional[Dict[str, str]]) -> None:
+    def _recover(self, fingerprints: Optional[Dict[str, str]], lines: Dict[str, int]) -> None:
         data = self.path.read_bytes()
         keep: List[bytes] = []
-        size = 0
+        size, moved = 0, False
         for n, line in enumerate(data.splitlines(keepends=True), start=1):
             if not line.endswith(b"\n"):
                 self.dropped_partial = True  # the half-written line of an interrupted run
@@ -87,9 +87,13 @@ class ScoreFile:
             if fingerprints is not None and (rec.get("fingerprint") != fingerprints.get(ident) or ident in self.done):
                 self.n_stale += 1  # its transcript changed or left the input: it is scored again
                 continue
+            if ident in lines and rec.get("line") != lines[ident]:  # same transcript, moved in the file
+                rec["line"] = lines[ident]
+                line = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
+                moved = True
             self.done[ident] = rec
             keep.append(line)
-        if self.n_stale:
+        if self.n_stale or moved:
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_bytes(b"".join(keep))
             os.replace(tmp, self.path)
