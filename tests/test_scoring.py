@@ -64,7 +64,7 @@ def chats(n: int, seed: int, lie_fraction: float = 0.5) -> list[Transcript]:
         reply, _ = sentence(rng, n_lie=rng.randint(4, 6) if lie else 0, n=6 + (i % 5))
         q, _ = sentence(rng, n_lie=rng.randint(0, 6))
         out.append(Transcript(id=f"c{seed}-{i}", messages=[Message("user", "Tell me about" + q), Message("assistant", reply)],
-                              label=0 if lie else 1, group="liar" if lie else "honest"))
+                              label=scoring.DECEPTIVE if lie else scoring.HONEST, group="liar" if lie else "honest"))
     return out
 
 

@@ -34,12 +34,12 @@ from liedetect.scoring.run import (BatchRunner, ScoringResult, check_control, lo
                                    score_transcripts)
 from liedetect.scoring.scorer import AGGREGATES, Scorer, make_record, probe_site, scored_activations, training_activations
 from liedetect.scoring.store import ScoreFile, read_scores, score_outputs, transcript_fingerprint
-from liedetect.scoring.transcripts import (HONEST_NAMES, LIE_NAMES, ROLES, Message, Problem, ScoringError, Transcript,
+from liedetect.scoring.transcripts import (DECEPTIVE, HONEST, HONEST_NAMES, LIE_NAMES, ROLES, Message, Problem, ScoringError, Transcript,
                                            TranscriptSet, label_name, load_transcripts, parse_label, read_label,
                                            transcript_from_obj)
 
 __all__ = [
-    "ROLES", "AGGREGATES", "FORMATS", "TOO_LONG", "HONEST_NAMES", "LIE_NAMES", "ScoringError",
+    "HONEST", "DECEPTIVE", "ROLES", "AGGREGATES", "FORMATS", "TOO_LONG", "HONEST_NAMES", "LIE_NAMES", "ScoringError",
     "Message", "Transcript", "Problem", "TranscriptSet", "parse_label", "label_name", "transcript_from_obj",
     "load_transcripts", "Encoding", "render", "encode_transcript", "encode_all", "plan_batches", "probe_site",
     "load_probe", "scored_activations", "training_activations", "Scorer", "make_record", "ScoreFile", "read_scores",

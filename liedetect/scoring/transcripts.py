@@ -12,6 +12,7 @@ from liedetect.errors import DataError, LiedetectError
 from liedetect.paths import check_input_file, csv_error, csv_rows, read_text
 
 ROLES = ("system", "user", "assistant", "tool")
+HONEST, DECEPTIVE = 1, 0  # the in-memory label values; files name them ("honest" / "deceptive")
 HONEST_NAMES = {"honest", "truthful", "truth"}
 LIE_NAMES = {"lie", "liar", "deceptive", "dishonest"}
 FLAG_KEYS = {"deceptive": 0, "honest": 1}  # boolean keys whose meaning cannot be misread: {"deceptive": true}
