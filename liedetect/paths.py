@@ -97,34 +97,66 @@ def _pid_alive(pid: int) -> bool:
 
 
 class OutputLock:
-    """One writer per output: `<out>.lock` holds the writer's pid; a lock left by a dead process is taken over."""
+    """One writer per output: `<out>.lock` holds the writer's pid under an exclusive `flock`, which the operating
+    system drops when the writer dies, so a lock left by a killed process is taken over by the next run.
+    (Where `fcntl` is missing, a lock whose pid is no longer running counts as stale.)"""
 
     def __init__(self, out: PathLike) -> None:
         out = Path(out)
         self.path = out.with_name(out.name + ".lock")
         self.held = False
+        self._fd: Optional[int] = None
 
     def acquire(self) -> "OutputLock":
         """Take the lock or raise LockedError naming the live holder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX
+            return self._acquire_by_pid()
+        for _ in range(10):
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise self._locked(self._holder()) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the previous holder removed the file between our open and our lock: try again
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            self._fd, self.held = fd, True
+            return self
+        raise LockedError(f"Could not take the lock {self.path}; other processes keep replacing it.")
+
+    def _acquire_by_pid(self) -> "OutputLock":  # pragma: no cover - not on POSIX
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 pid = self._holder()
                 if pid is not None and _pid_alive(pid) and pid != os.getpid():
-                    raise LockedError(f"Another liedetect process (pid {pid}) is writing {self.path.with_suffix('')}; "
-                                      f"wait for it to finish, or delete {self.path} if that process is gone.") from None
-                try:  # stale: its writer died (or it is ours from an earlier call); take it over
+                    raise self._locked(pid) from None
+                try:
                     self.path.unlink()
                 except FileNotFoundError:
                     pass
                 continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
+            os.write(fd, f"{os.getpid()}\n".encode())
+            os.close(fd)
             self.held = True
             return self
         raise LockedError(f"Could not take the lock {self.path}; another process keeps creating it.")
+
+    def _locked(self, pid: Optional[int]) -> LockedError:
+        who = f"pid {pid}" if pid is not None else "another process"
+        return LockedError(f"Another liedetect process ({who}) is writing {self.path.with_suffix('')}; wait for it to "
+                           f"finish (one writer per output).")
 
     def _holder(self) -> Optional[int]:
         try:
@@ -134,12 +166,14 @@ class OutputLock:
 
     def release(self) -> None:
         """Remove the lock if this process holds it."""
-        if self.held and self._holder() == os.getpid():
+        if self.held:
             try:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
-        self.held = False
+            if self._fd is not None:
+                os.close(self._fd)
+        self.held, self._fd = False, None
 
     def __enter__(self) -> "OutputLock":
         return self.acquire()

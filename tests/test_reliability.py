@@ -184,7 +184,7 @@ def test_cli_second_writer_gets_one_sentence_and_the_output_is_untouched(tmp_pat
     assert CliRunner().invoke(app, args).exit_code == 0
     before = out.read_bytes()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom liedetect.paths import OutputLock\n"
-                               "OutputLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)", str(out)],
+                               "lock = OutputLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)", str(out)],
                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -199,13 +199,15 @@ def test_cli_second_writer_gets_one_sentence_and_the_output_is_untouched(tmp_pat
     assert not (tmp_path / "s.jsonl.lock").exists()
 
 
-def test_lock_is_exclusive_and_reentrant_for_a_dead_pid(tmp_path):
+def test_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over(tmp_path):
     out = tmp_path / "x.jsonl"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / "x.jsonl.lock").write_text(f"{dead.pid}\n")
+    (tmp_path / "x.jsonl.lock").write_text(f"{dead.pid}\n")  # what a kill -9'd writer leaves behind
     with OutputLock(out) as lock:
         assert lock.path.read_text().strip() == str(os.getpid())
+        with pytest.raises(LockedError, match=f"pid {os.getpid()}"):
+            OutputLock(out).acquire()  # a second writer, even in the same process
     assert not lock.path.exists()
 
 
