@@ -118,7 +118,7 @@ def train(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
 
     make_probe(method)  # an unknown method fails before the model loads
     check_outputs(probe_files(out), input_paths(data, model))
-    dataset = load_dataset(data, n=limit, seed=seed)
+    dataset = load_dataset(data, n=limit, seed=seed, split=test_size)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     result = train_probe(bridge, dataset, method, layer, position=position, hook=hook, template=template,
                          test_size=test_size, seed=seed, batch_size=batch_size, progress=not quiet)
@@ -158,7 +158,7 @@ def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
     for m in chosen:
         is_paired(m)  # an unknown method fails before the model loads
     check_outputs([out], input_paths(data, model), folder=[True])
-    dataset = load_dataset(data, n=limit, seed=seed)
+    dataset = load_dataset(data, n=limit, seed=seed, split=None if kfold or group_by else test_size, nested=True)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     result = sweep_model(bridge, dataset, layers=layers, methods=chosen, position=position, hook=hook, template=template,
                          test_size=test_size, kfold=kfold, seed=seed, n_boot=n_boot, batch_size=batch_size,

@@ -56,6 +56,8 @@ class StatementDataset:
         """A seeded random subset of at most n rows, class-balanced when possible."""
         if n >= len(self):
             return self
+        if n < 2:
+            raise DataError(f"A class-balanced sample of {n} row(s) holds no statement of each class; use --limit 2 or more.")
         rng = np.random.default_rng(seed)
         idx = []
         for cls in (0, 1):
@@ -69,6 +71,22 @@ class StatementDataset:
             raise DataError(f"{self.name} is empty.")
         if len(set(self.labels.tolist())) < 2:
             raise DataError(f"{self.name} has only label {int(self.labels[0])}; probes need true and false statements.")
+
+    def check_split(self, test_size: float, nested: bool = False) -> None:
+        """Raise DataError unless a stratified held-out split (and, nested, a validation split of its training
+        part) leaves both classes on every side; scikit-learn's own splitter decides."""
+        from sklearn.model_selection import train_test_split
+
+        self.check_two_classes()
+        idx, y = np.arange(len(self)), self.labels
+        try:
+            train, _ = train_test_split(idx, test_size=test_size, stratify=y, random_state=0)
+            if nested:
+                train_test_split(train, test_size=0.25, stratify=y[train], random_state=0)
+        except ValueError as exc:
+            raise DataError(f"{self.summary()}: too few for a stratified {'train/validation/test' if nested else 'train/test'} "
+                            f"split with test size {test_size:g} ({' '.join(str(exc).split())[:160]}); use more rows, "
+                            f"a smaller --test-size{' or --kfold' if nested else ' or --test-size 0'}.") from None
 
     def fingerprint(self) -> str:
         """Content hash of statements and labels."""
@@ -206,14 +224,24 @@ def builtin(name: str, n: int = 200, seed: int = 0) -> StatementDataset:
     return BUILTIN[name](n, seed)
 
 
-def load_dataset(spec: Union[str, Path], n: Optional[int] = None, seed: int = 0) -> StatementDataset:
-    """A file path or a built-in name ('builtin:arithmetic', or just 'arithmetic')."""
+def load_dataset(spec: Union[str, Path], n: Optional[int] = None, seed: int = 0, split: Optional[float] = None,
+                 nested: bool = False) -> StatementDataset:
+    """A file path or a built-in name ('builtin:arithmetic', or just 'arithmetic'); `n` rows at most.
+
+    With `split` (a held-out fraction), refuse data too small for a stratified split (and, `nested`, for the
+    validation split inside its training part) before any model loads."""
+    if n is not None and n < 1:
+        raise DataError(f"--limit must be at least 1, got {n}.")
     text = str(spec)
     name = text.split(":", 1)[1] if text.startswith("builtin:") else text
     if name in BUILTIN or name == "organism" or text.startswith("builtin:"):
-        return builtin(name, n=n or 200, seed=seed)
-    data = load_statements(text)
-    return data.sample(n, seed) if n else data
+        data = builtin(name, n=n or 200, seed=seed)
+    else:
+        data = load_statements(text)
+        data = data.sample(n, seed) if n else data
+    if split:
+        data.check_split(split, nested)
+    return data
 
 
 def format_prompts(dataset: StatementDataset, template: str = "plain") -> List[str]:

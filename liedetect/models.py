@@ -78,6 +78,8 @@ def _load(spec: ModelSpec, device: Optional[str], dtype, cache: bool) -> Any:
         model = TransformerBridge.boot_native(spec, device=dev, dtype=dt)
         return _finish(model, f"native:{getattr(spec, 'model_name', None) or 'config'}")
     spec = str(spec)
+    if not spec.strip():
+        raise ModelNotFoundError("No model given (an empty name); pass 'organism', 'smollm2', a .gguf file, a folder or a name.")
     if spec == "organism":
         from liedetect.organism import load_organism
 

@@ -188,6 +188,7 @@ CASES = [
     Case("info-model-no-weights", lambda w: ["info", w / B / "m_noweights"], says="no weights"),
     Case("info-model-no-tokenizer", lambda w: ["info", w / B / "m_notokenizer"], says="tokenizer"),
     Case("info-model-regular-file", lambda w: ["info", w / B / "afile"], says="not a .gguf"),
+    Case("info-model-empty-name", lambda w: ["info", ""], says="no model given"),
     Case("info-model-garbage-gguf", lambda w: ["info", w / B / "garbage.gguf"]),
     # ---------------------------------------------------------------- extract
     Case("extract-latin1", lambda w: _with(X(w), None, w / B / "latin1.csv"), says="not utf-8"),
@@ -213,7 +214,12 @@ CASES = [
     Case("extract-device-cuda", lambda w: X(w, "--device", "cuda"), says="gpu"),
     Case("extract-batch-size-0", lambda w: X(w, "--batch-size", "0"), usage=True),
     Case("extract-shard-size-x", lambda w: X(w, "--shard-size", "x"), usage=True),
+    Case("extract-limit-negative", lambda w: X(w, "--limit", "-5"), says="--limit"),
+    Case("extract-limit-0", lambda w: X(w, "--limit", "0"), says="--limit"),
+    Case("extract-bos", lambda w: X(w, "--bos", "sometimes"), says="bos"),
     # ---------------------------------------------------------------- train
+    Case("train-limit-1", lambda w: T(w, "--limit", "1"), says="--limit 2"),
+    Case("train-limit-2", lambda w: T(w, "--limit", "2"), says="too few"),
     Case("train-latin1", lambda w: _with(T(w), "--data", w / B / "latin1.csv"), says="not utf-8"),
     Case("train-binary", lambda w: _with(T(w), "--data", w / B / "binary.csv")),
     Case("train-2mb-line", lambda w: _with(T(w), "--data", w / B / "long.csv")),
@@ -241,7 +247,12 @@ CASES = [
     Case("sweep-layers-99", lambda w: W(w, "--layers", "99", "--methods", "lr"), says="layer 99"),
     Case("sweep-kfold-1", lambda w: W(w, "--kfold", "1"), usage=True),
     Case("sweep-group-by-missing", lambda w: W(w, "--group-by", "city", "--methods", "lr", "--layers", "1")),
+    Case("sweep-test-size-0.9", lambda w: W(w, "--test-size", "0.9", "--methods", "lr"), says="too few"),
     # ---------------------------------------------------------------- eval
+    Case("eval-limit-1", lambda w: E(w, "--limit", "1"), says="--limit 2"),
+    Case("eval-builtin-unknown", lambda w: _with(E(w), "--data", "builtin:nope"), says="built-in"),
+    Case("eval-model-pickle", lambda w: E(w, "--model", w / B / "m_pickle"), says="pickle"),
+    Case("eval-bos", lambda w: E(w, "--bos", "sometimes"), says="bos"),
     Case("eval-probe-missing", lambda w: _with(E(w), "--probe", w / "nope.json"), says="no saved probe"),
     Case("eval-probe-directory", lambda w: _with(E(w), "--probe", w / B / "adir"), says="folder"),
     Case("eval-probe-nan", lambda w: _with(E(w), "--probe", w / B / "nan.json"), says="nan"),
@@ -276,7 +287,9 @@ CASES = [
     Case("steer-gguf-is-probe", lambda w: G(w, "--gguf", w / "p.safetensors"), says="input"),
     Case("steer-max-new-tokens-0", lambda w: G(w, "--max-new-tokens", "0"), usage=True),
     Case("steer-device-cuda", lambda w: G(w, "--device", "cuda"), says="gpu"),
+    Case("steer-alpha-nan", lambda w: G(w, "--alpha", "nan"), says="finite"),
     # ---------------------------------------------------------------- score: paths
+    Case("score-html-is-directory", lambda w: S(w, "--html", w / B / "adir"), says="folder"),
     Case("score-out-is-input", lambda w: _with(S(w), "--out", w / "t.jsonl"), says="input"),
     Case("score-out-is-input-resume", lambda w: _with(S(w, "--resume"), "--out", w / "t.jsonl"), says="input"),
     Case("score-control-output-is-control", lambda w: _with(S(w, "--control", w / "k.control.jsonl"), "--out", w / "k.jsonl"),
@@ -337,6 +350,9 @@ CASES = [
     Case("score-layer-minus-9", lambda w: S(w, "--layer", "-9"), says="layer -9"),
     Case("score-hook", lambda w: S(w, "--hook", "nowhere"), says="hook"),
     Case("score-roles-unknown", lambda w: S(w, "--roles", "wizard"), says="could be scored"),
+    Case("score-roles-empty", lambda w: S(w, "--roles", ","), says="could be scored"),
+    Case("score-format-chat-without-template", lambda w: _with(S(w), "--format", "chat"), says="chat template"),
+    Case("score-model-empty-name", lambda w: S(w, "--model", ""), says="no model given"),
     Case("score-device-cuda", lambda w: S(w, "--device", "cuda"), says="gpu"),
     Case("score-model-pickle", lambda w: S(w, "--model", w / B / "m_pickle"), says="pickle"),
     Case("score-batch-size-0", lambda w: S(w, "--batch-size", "0"), usage=True),
@@ -360,10 +376,11 @@ CASES = [
 # Cases whose problem can only be seen with the model in hand (its layers, hooks, tokenizer, the old run's
 # settings); every other case must fail before the model loads.
 LOADS_MODEL = {"extract-layers-99", "extract-layers-abc", "extract-position", "extract-hook", "extract-template",
-               "train-one-class", "train-layer-minus-9", "train-layer-x", "train-hook", "train-position", "train-template",
+               "train-layer-minus-9", "train-layer-x", "train-hook", "train-position", "train-template",
                "sweep-layers-99", "sweep-group-by-missing", "eval-layer-other", "eval-hook-other", "steer-op",
                "steer-positions", "steer-scale", "steer-layers-99", "score-resume-other-settings",
-               "score-resume-other-batch-size", "score-layer-minus-9", "score-hook", "score-roles-unknown"}
+               "score-resume-other-batch-size", "score-layer-minus-9", "score-hook", "score-roles-unknown",
+               "score-roles-empty", "score-format-chat-without-template", "steer-alpha-nan", "extract-bos", "eval-bos"}
 
 
 def snapshot(root: Path) -> Dict[str, str]:
