@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 
 from cli import app
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
 
 GOOD = [
@@ -39,6 +38,14 @@ def _jsonl(rows) -> str:
 
 def invoke(args: List[str]):
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline():
+    """A model name that is not a folder must fail at once, not wait on a hub this machine cannot reach."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
 
 
 @pytest.fixture(scope="module")
