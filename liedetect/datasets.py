@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from liedetect.errors import DataError
-from liedetect.paths import check_input_file, csv_error, csv_rows, read_text
+from liedetect.paths import check_input_file, csv_error, iter_lines, open_csv
 
 TRUE_WORDS = {"1", "1.0", "true", "t", "yes"}
 FALSE_WORDS = {"0", "0.0", "false", "f", "no"}
@@ -112,7 +112,7 @@ def parse_label(value: Any) -> Optional[int]:
 
 def _rows_csv(path: Path):
     """Yield (line_number, row dict) from a CSV with a header; quoted multi-line fields allowed."""
-    reader = csv_rows(read_text(path, "dataset"), path)
+    fh, reader = open_csv(path, "dataset")
     try:
         if not reader.fieldnames:
             return
@@ -125,11 +125,13 @@ def _rows_csv(path: Path):
             line = reader.line_num + 1
     except csv.Error as exc:
         raise csv_error(exc, path, reader.line_num) from None
+    finally:
+        fh.close()
 
 
 def _rows_jsonl(path: Path):
     """Yield (line_number, object) from JSON Lines, skipping blank lines."""
-    for line, text in enumerate(read_text(path, "dataset").splitlines(), start=1):
+    for line, text in iter_lines(path, "dataset"):
         if not text.strip():
             continue
         try:

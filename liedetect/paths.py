@@ -10,7 +10,7 @@ import errno
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
 
 from liedetect.errors import DataError, LockedError, OutputPathError
 
@@ -182,29 +182,42 @@ class OutputLock:
         self.release()
 
 
-def read_text(path: PathLike, what: str = "input") -> str:
-    """A file's text as strict UTF-8 (a leading BOM is dropped); undecodable or NUL bytes name the file and line."""
-    p = check_input_file(path, what)
-    data = p.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+def _decode(raw: bytes, path: Path, line: int) -> str:
     try:
-        text = data.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise DataError(f"{p} line {line} is not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8.") from None
+        raise DataError(f"{path} line {line} is not UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8.") from None
     if "\x00" in text:
-        line = text[:text.index("\x00")].count("\n") + 1
-        raise DataError(f"{p} line {line} holds a NUL byte: this looks like a binary file, not text.")
+        raise DataError(f"{path} line {line} holds a NUL byte: this looks like a binary file, not text.")
     return text
 
 
-def csv_rows(text: str, path: PathLike) -> "csv.DictReader":
-    """A DictReader over text with a field limit large enough for long transcripts."""
-    import io
+def iter_lines(path: PathLike, what: str = "input") -> Iterator[Tuple[int, str]]:
+    """(line number, text) of each line of a file, streamed, as strict UTF-8 (a leading BOM is dropped).
 
+    Lines end at "\n" only (a JSON string may hold U+2028 and other characters `str.splitlines` would cut at);
+    a byte that is not UTF-8, or a NUL byte, is a DataError naming the file and line."""
+    p = check_input_file(path, what)
+    with p.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            yield number, _decode(raw, p, number).rstrip("\n")
+
+
+def read_text(path: PathLike, what: str = "input") -> str:
+    """A whole (small) file as strict UTF-8 text; see `iter_lines`."""
+    return "\n".join(text for _, text in iter_lines(path, what))
+
+
+def open_csv(path: PathLike, what: str = "input") -> Tuple[TextIO, "csv.DictReader"]:
+    """(file, DictReader) over a CSV checked as strict UTF-8 first (BOM accepted), with a field limit large
+    enough for long transcripts; close the file when done."""
+    for _ in iter_lines(path, what):
+        pass
     csv.field_size_limit(min(sys.maxsize, CSV_FIELD_LIMIT))
-    return csv.DictReader(io.StringIO(text, newline=""))
+    fh = Path(path).expanduser().open("r", encoding="utf-8-sig", newline="")
+    return fh, csv.DictReader(fh)
 
 
 def csv_error(exc: csv.Error, path: PathLike, line: int) -> DataError:

@@ -259,6 +259,11 @@ def test_bom_and_long_fields_are_read_and_bad_bytes_are_located(tmp_path):
     long = "word " * 60_000  # 300 kB in one field, over Python's default CSV limit of 128 kB
     csv_path.write_text(f'statement,label\n"{long}",1\nshort,0\n')
     assert len(load_statements(csv_path).statements[0]) == len(long)
+    sep = tmp_path / "sep.jsonl"  # JSON may hold raw U+2028 / U+0085 in a string: they do not end a line
+    sep.write_text(json.dumps({"id": "x", "messages": [{"role": "assistant", "content": "a\u2028b\x85c"}]},
+                              ensure_ascii=False) + "\r\n", encoding="utf-8")
+    loaded = scoring.load_transcripts(sep)
+    assert not loaded.problems and loaded.transcripts[0].messages[0].content == "a\u2028b\x85c"
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"a": 1}\n{"b": 2}\n{"c": "\xff"}\n')
     with pytest.raises(DataError, match=r"bad.jsonl line 3 is not UTF-8 \(byte 0xff\)"):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from liedetect.errors import DataError, LiedetectError
-from liedetect.paths import check_input_file, csv_error, csv_rows, read_text
+from liedetect.paths import check_input_file, csv_error, iter_lines, open_csv
 
 ROLES = ("system", "user", "assistant", "tool")
 HONEST, DECEPTIVE = 1, 0  # the in-memory label values; files name them ("honest" / "deceptive")
@@ -156,7 +156,7 @@ def transcript_from_obj(obj: Any, line: int, roles: Sequence[str] = ROLES) -> Tr
 
 def _read_jsonl(path: Path, roles: Sequence[str], strict: bool) -> TranscriptSet:
     out = TranscriptSet([], [], str(path))
-    for line_no, line in enumerate(read_text(path, "transcripts file").splitlines(), start=1):
+    for line_no, line in iter_lines(path, "transcripts file"):
         if not line.strip():
             continue
         try:
@@ -176,7 +176,7 @@ def _read_jsonl(path: Path, roles: Sequence[str], strict: bool) -> TranscriptSet
 
 def _read_csv(path: Path, strict: bool) -> TranscriptSet:
     out = TranscriptSet([], [], str(path))
-    reader = csv_rows(read_text(path, "transcripts file"), path)
+    fh, reader = open_csv(path, "transcripts file")
     try:
         if not reader.fieldnames or "statement" not in reader.fieldnames:
             raise DataError(f"{path} has no 'statement' column; a CSV input needs the header statement,label.")
@@ -193,6 +193,8 @@ def _read_csv(path: Path, strict: bool) -> TranscriptSet:
                 _problem(out, Problem(line_no, str(exc)), strict, path)
     except csv.Error as exc:
         raise csv_error(exc, path, reader.line_num) from None
+    finally:
+        fh.close()
     return out
 
 
