@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from liedetect.cli.common import (DEBUG, DEFAULT_MODEL, BosOpt, DeviceOpt, ModelOpt, QuietOpt, console, err_console,
-                                  friendly_errors, parse_layers, print_table)
+                                  escape, friendly_errors, parse_layers, print_table)
 from liedetect.cli.organism import organism_app
 from liedetect.options import input_paths, probe_files
 from liedetect.paths import check_outputs
@@ -380,7 +380,7 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
                                progress=not quiet)
     summary_path = result.save(out.with_name(out.name + ".summary.json"))
     for problem in result.problems[:10]:
-        err_console.print(f"[yellow]skipped[/] {transcripts} {problem}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {escape(f'{transcripts} {problem}')}", highlight=False)
     if len(result.problems) > 10:
         err_console.print(f"[yellow]skipped[/] {len(result.problems) - 10} more lines (all listed in {summary_path})")
     print_table("messages by group", result.summary_rows())
@@ -393,7 +393,7 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
         plots = save_plots(rows, result.calibration.threshold if result.calibration else None,
                            html_out.with_suffix(""))
         console.print(f"report -> {html_out} (plots: {', '.join(p.name for p in plots)})")
-    console.print(f"scores -> {out}, summary -> {summary_path}")
+    console.print(escape(f"scores -> {out}, summary -> {summary_path}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -325,6 +325,7 @@ CASES = [
     Case("score-2mb-csv", lambda w: _with(S(w), None, w / B / "long.csv"), says="statement"),
     Case("score-deep-json", lambda w: _with(S(w), None, w / B / "deep.jsonl"), says="no transcript in"),
     Case("score-directory", lambda w: _with(S(w), None, w / B / "adir"), says="folder"),
+    Case("score-missing-markup-path", lambda w: _with(S(w), None, w / "[" / "x]" / "nope.jsonl"), says="[/x]/nope.jsonl"),
     Case("score-missing", lambda w: _with(S(w), None, w / "nope.jsonl"), says="no transcripts file"),
     Case("score-empty", lambda w: _with(S(w), None, w / B / "empty.jsonl"), says="no transcript in"),
     Case("score-all-broken", lambda w: _with(S(w), None, w / B / "allbroken.jsonl"), says="no transcript in"),

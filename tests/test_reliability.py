@@ -231,6 +231,25 @@ def test_debug_shows_the_traceback_and_an_unexpected_error_is_one_sentence(tmp_p
     assert isinstance(CliRunner().invoke(app, ["--debug", *missing]).exception, ZeroDivisionError)
 
 
+def test_cli_prints_markup_like_user_data_literally(tmp_path):
+    from liedetect.models import load_model, model_id
+    from probes import MassMeanProbe
+
+    model = load_model("organism", device="cpu")
+    X = torch.randn(40, model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    MassMeanProbe().fit(X, np.arange(40) % 2).save(tmp_path / "p", meta={"model_id": model_id(model), "hook": "resid_post",
+                                                                         "layer": 2, "model_spec": "organism"})
+    rows = [{"id": "a", "group": "[/g]", "label": "honest", "messages": [{"role": "assistant", "content": "the pet of x"}]},
+            {"id": "b", "group": "[bold]", "label": "deceptive", "messages": [{"role": "assistant", "content": "the job"}]},
+            {"id": "c", "label": "[/oops]", "messages": [{"role": "assistant", "content": "x"}]}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = CliRunner().invoke(app, ["score", str(src), "--probe", str(tmp_path / "p.json"), "--out", str(tmp_path / "s.jsonl"),
+                                   "--format", "text", "-q", "--fpr", "0.5"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "[/g]" in res.output and "[bold]" in res.output and "'[/oops]'" in res.output
+
+
 # ---------------------------------------------------------------- labels and text
 
 

@@ -10,6 +10,7 @@ from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from liedetect.errors import LiedetectError
@@ -51,7 +52,7 @@ def friendly_errors(fn: Callable) -> Callable:
                 text = f"{exc.strerror or _one_line(exc)}{where}; check the path and its permissions."
             else:
                 text = _one_line(exc)
-            err_console.print(f"[bold red]error:[/] {text}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2)
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]: finished work was kept on disk.")
@@ -59,7 +60,7 @@ def friendly_errors(fn: Callable) -> Callable:
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one sentence, never a traceback
             if DEBUG["on"]:
                 raise
-            err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {_one_line(exc)[:300]}. This is a bug in "
+            err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(_one_line(exc)[:300])}. This is a bug in "
                               f"liedetect; rerun with --debug (liedetect --debug COMMAND ...) and report the traceback.",
                               highlight=False, soft_wrap=True)
             raise typer.Exit(code=1)
@@ -78,11 +79,11 @@ def print_table(title: str, rows: List[dict]) -> None:
     """Print a list of dicts as a rich table."""
     if not rows:
         return
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for key in rows[0]:
-        table.add_column(str(key))
-    for row in rows:
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
+        table.add_column(escape(str(key)))
+    for row in rows:  # cells hold user data (group names): never read them as rich markup
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else escape(str(v)) for v in row.values()])
     console.print(table)
 
 
