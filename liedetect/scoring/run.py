@@ -145,7 +145,7 @@ def score_transcripts(model: Any, probe: Any, transcripts: Union[str, Path, Tran
     process writes an `out` at a time (`<out>.lock`)."""
     from liedetect.paths import OutputLock, check_outputs
     from liedetect.scoring.calibration import check_fpr
-    from liedetect.scoring.store import score_outputs, settings_digest, transcript_fingerprint
+    from liedetect.scoring.store import check_targets, score_outputs, settings_digest, transcript_fingerprint
 
     t0 = time.perf_counter()
     check_fpr(fpr)
@@ -156,6 +156,7 @@ def score_transcripts(model: Any, probe: Any, transcripts: Union[str, Path, Tran
     if out is not None:
         outputs = score_outputs(out)
         check_outputs(list(outputs.values()), [p for p in (transcripts, control) if isinstance(p, (str, Path))])
+        check_targets(out, resume)
     scorer = Scorer(model, probe, layer, hook, aggregate)
     settings = _settings(scorer.layer, scorer.hook, probe, model, roles, fmt, aggregate, too_long, batch_size,
                          max_batch_tokens)
@@ -234,14 +235,13 @@ def preflight(transcripts: Union[str, Path], probe: Union[str, Path], out: Union
     """Everything a scoring run can check before a model loads: the FPR, the choices (aggregate, fmt, too_long,
     engine), the inputs, the control set, the probe's files and every output path (none may be an input);
     returns (transcripts, control set)."""
-    from liedetect.options import check_choice
-    from liedetect.scoring.render import FORMATS, TOO_LONG
-    from liedetect.scoring.scorer import AGGREGATES
-    from liedetect.options import input_paths, probe_files
+    from liedetect.options import check_choice, input_paths, probe_files
     from liedetect.paths import check_outputs
     from liedetect.probe_io import validate_probe_files
     from liedetect.scoring.calibration import check_fpr
-    from liedetect.scoring.store import check_replaceable, check_resumable, score_outputs
+    from liedetect.scoring.render import FORMATS, TOO_LONG
+    from liedetect.scoring.scorer import AGGREGATES
+    from liedetect.scoring.store import check_targets, score_outputs
     from liedetect.scoring.transcripts import load_transcripts
 
     known = {"aggregate": AGGREGATES, "fmt": FORMATS, "too_long": TOO_LONG, "engine": ("local", "ray")}
@@ -258,8 +258,6 @@ def preflight(transcripts: Union[str, Path], probe: Union[str, Path], out: Union
         html = Path(html)
         outputs += [html, html.with_name(html.stem + "_hist.png"), html.with_name(html.stem + "_roc.png")]
     check_outputs(outputs, input_paths(transcripts, control, model, *probe_files(probe)))
-    for key in ("scores", "control"):
-        target = score_outputs(out)[key]
-        check_resumable(target) if resume and target.exists() and target.stat().st_size else check_replaceable(target)
+    check_targets(out, resume)
     validate_probe_files(probe)
     return data, cdata

@@ -129,6 +129,16 @@ def check_resumable(path: Path) -> Dict[str, Any]:
     return meta
 
 
+def check_targets(out: Union[str, Path], resume: bool) -> None:
+    """The score file and the control cache of a run to `out` can be resumed (with `resume`) or replaced."""
+    outputs = score_outputs(out)
+    for target in (outputs["scores"], outputs["control"]):
+        if resume and target.is_file() and target.stat().st_size:
+            check_resumable(target)
+        else:
+            check_replaceable(target)
+
+
 def check_replaceable(path: Path) -> None:
     """Refuse to replace a non-empty file that is not a liedetect score file (it may be someone's data)."""
     if path.is_dir():
