@@ -6,7 +6,6 @@ Every check here runs before a model loads or an output is touched, so a refused
 from __future__ import annotations
 
 import csv
-import errno
 import os
 import sys
 from pathlib import Path
@@ -54,8 +53,9 @@ def check_outputs(outputs: Sequence[PathLike], inputs: Iterable[Optional[PathLik
         o = _real(out)
         for candidates in (o, Path(os.path.realpath(o))):
             for i in ins:
-                if _inside(candidates, i):
-                    where = "is" if candidates == i else "lies inside"
+                same = candidates == i or (o.is_file() and i.is_file() and os.path.samefile(o, i))  # links too
+                if same or _inside(candidates, i):
+                    where = "is" if same else "lies inside"
                     raise OutputPathError(f"The output {out} {where} the input {i}; choose an output path apart from the inputs.")
         if o in seen:
             raise OutputPathError(f"Two outputs of this run are both {out}; give each output its own path.")
@@ -223,9 +223,3 @@ def open_csv(path: PathLike, what: str = "input") -> Tuple[TextIO, "csv.DictRead
 def csv_error(exc: csv.Error, path: PathLike, line: int) -> DataError:
     """A csv.Error as one sentence with file and line."""
     return DataError(f"{path} line {line} cannot be read as CSV ({exc}).")
-
-
-def is_disk_error(exc: OSError) -> bool:
-    """Whether an OSError is about the disk (full, read-only, permissions) rather than a bug."""
-    return exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.ENOTDIR,
-                         errno.EISDIR, errno.ENOENT, errno.EEXIST)

@@ -55,6 +55,8 @@ def ws(tmp_path_factory) -> Path:
     (w / "t.jsonl").write_text(_jsonl(GOOD))
     (w / "ctrl.jsonl").write_text(_jsonl([{**g, "label": "honest", "id": f"k{i}"} for i, g in enumerate(GOOD)]))
     shutil.copy(w / "ctrl.jsonl", w / "k.control.jsonl")
+    os.link(w / "t.jsonl", w / "t-hardlink.jsonl")
+    os.symlink(w / "t.jsonl", w / "t-symlink.jsonl")
     shutil.copy(w / "t.jsonl", w / "k2.jsonl.summary.json")
     (w / "d.csv").write_text("statement,label\n" + "".join(f"{s},{y}\n" for s, y in [
         ("the pet of steflekrul is plakrair", 1), ("the job of lotrai is krotoox", 0),
@@ -306,6 +308,8 @@ CASES = [
     Case("score-html-is-input", lambda w: S(w, "--html", w / "t.jsonl"), says="input"),
     Case("score-html-is-out", lambda w: S(w, "--html", w / "new" / "s.jsonl"), says="two outputs"),
     Case("score-html-plots-hit-input", lambda w: S(w, "--html", w / "p.json"), says="input"),
+    Case("score-out-hard-link-to-input", lambda w: _with(S(w), "--out", w / "t-hardlink.jsonl"), says="is the input"),
+    Case("score-out-symlink-to-input", lambda w: _with(S(w), "--out", w / "t-symlink.jsonl"), says="is the input"),
     Case("score-out-is-probe", lambda w: _with(S(w), "--out", w / "p.json"), says="input"),
     Case("score-out-under-file", lambda w: _with(S(w), "--out", w / B / "afile" / "s.jsonl"), says="not a folder"),
     Case("score-out-is-directory", lambda w: _with(S(w), "--out", w / B / "adir"), says="folder"),
