@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import List, Sequence, Union
 
 from liedetect.errors import OptionError
 
@@ -52,8 +52,3 @@ def probe_files(path: Union[str, Path]) -> List[Path]:
     from probes.base import probe_paths
 
     return list(probe_paths(path))
-
-
-def outputs_of(paths: Iterable[Optional[Path]]) -> List[Path]:
-    """The given output paths without the Nones."""
-    return [Path(p) for p in paths if p is not None]
