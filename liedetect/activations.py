@@ -329,13 +329,27 @@ def extract(model: Any, texts: Sequence[str], layers: Union[str, int, Sequence[i
 
 def _extract_sharded(model, texts, enc, base: Activations, position, batch_size, labels, out: Path, shard_size: int,
                      padding_side: str, progress: bool) -> Activations:
-    """Write shard files one by one (write then rename); skip shards a previous run finished."""
+    """Write shard files one by one (write then rename); skip shards a previous run finished; one writer per folder."""
+    from liedetect.paths import OutputLock, check_outputs
+
+    check_outputs([out], folder=[True])
+    with OutputLock(out):
+        return _write_shards(model, texts, enc, base, position, batch_size, labels, out, shard_size, padding_side, progress)
+
+
+def _write_shards(model, texts, enc, base: Activations, position, batch_size, labels, out: Path, shard_size: int,
+                  padding_side: str, progress: bool) -> Activations:
     out.mkdir(parents=True, exist_ok=True)
     n_shards = (len(texts) + shard_size - 1) // shard_size
     header = {**base.header(), "n": len(texts), "shards": n_shards, "shard_size": shard_size}
     meta_file = out / "meta.json"
     if meta_file.exists():
-        old = json.loads(meta_file.read_text())
+        try:
+            old = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            old = None
+        if not isinstance(old, dict):
+            raise CheckpointError(f"{out} holds a meta.json that is not a liedetect capture; choose a new --out folder.")
         same = {k: old.get(k) for k in header} == header
         if not same:
             raise CheckpointError(f"{out} already holds a different capture (other texts, model, layers or shard size); "

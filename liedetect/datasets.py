@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from liedetect.errors import DataError
+from liedetect.paths import check_input_file, csv_error, iter_lines, open_csv
 
 TRUE_WORDS = {"1", "1.0", "true", "t", "yes"}
 FALSE_WORDS = {"0", "0.0", "false", "f", "no"}
@@ -55,6 +56,8 @@ class StatementDataset:
         """A seeded random subset of at most n rows, class-balanced when possible."""
         if n >= len(self):
             return self
+        if n < 2:
+            raise DataError(f"A class-balanced sample of {n} row(s) holds no statement of each class; use --limit 2 or more.")
         rng = np.random.default_rng(seed)
         idx = []
         for cls in (0, 1):
@@ -68,6 +71,22 @@ class StatementDataset:
             raise DataError(f"{self.name} is empty.")
         if len(set(self.labels.tolist())) < 2:
             raise DataError(f"{self.name} has only label {int(self.labels[0])}; probes need true and false statements.")
+
+    def check_split(self, test_size: float, nested: bool = False) -> None:
+        """Raise DataError unless a stratified held-out split (and, nested, a validation split of its training
+        part) leaves both classes on every side; scikit-learn's own splitter decides."""
+        from sklearn.model_selection import train_test_split
+
+        self.check_two_classes()
+        idx, y = np.arange(len(self)), self.labels
+        try:
+            train, _ = train_test_split(idx, test_size=test_size, stratify=y, random_state=0)
+            if nested:
+                train_test_split(train, test_size=0.25, stratify=y[train], random_state=0)
+        except ValueError as exc:
+            raise DataError(f"{self.summary()}: too few for a stratified {'train/validation/test' if nested else 'train/test'} "
+                            f"split with test size {test_size:g} ({' '.join(str(exc).split())[:160]}); use more rows, "
+                            f"a smaller --test-size{' or --kfold' if nested else ' or --test-size 0'}.") from None
 
     def fingerprint(self) -> str:
         """Content hash of statements and labels."""
@@ -93,8 +112,8 @@ def parse_label(value: Any) -> Optional[int]:
 
 def _rows_csv(path: Path):
     """Yield (line_number, row dict) from a CSV with a header; quoted multi-line fields allowed."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+    fh, reader = open_csv(path, "dataset")
+    try:
         if not reader.fieldnames:
             return
         line = reader.line_num + 1
@@ -104,20 +123,23 @@ def _rows_csv(path: Path):
             else:
                 yield line, row
             line = reader.line_num + 1
+    except csv.Error as exc:
+        raise csv_error(exc, path, reader.line_num) from None
+    finally:
+        fh.close()
 
 
 def _rows_jsonl(path: Path):
     """Yield (line_number, object) from JSON Lines, skipping blank lines."""
-    with path.open(encoding="utf-8") as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield line, ValueError(f"bad JSON ({exc.msg})")
-                continue
-            yield line, obj if isinstance(obj, dict) else ValueError("not a JSON object")
+    for line, text in iter_lines(path, "dataset"):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            yield line, ValueError(f"bad JSON ({getattr(exc, 'msg', 'nested too deeply')})")
+            continue
+        yield line, obj if isinstance(obj, dict) else ValueError("not a JSON object")
 
 
 def load_statements(path: Union[str, Path], skip_bad: bool = False, unlabelled: str = "error") -> StatementDataset:
@@ -125,6 +147,7 @@ def load_statements(path: Union[str, Path], skip_bad: bool = False, unlabelled: 
     path = Path(path)
     if not path.exists():
         raise DataError(f"No such dataset file: {path}.")
+    check_input_file(path, "dataset")
     rows = _rows_jsonl(path) if path.suffix in (".jsonl", ".json") else _rows_csv(path)
     statements, labels, extra, problems = [], [], {}, []
     for line, row in rows:
@@ -203,14 +226,24 @@ def builtin(name: str, n: int = 200, seed: int = 0) -> StatementDataset:
     return BUILTIN[name](n, seed)
 
 
-def load_dataset(spec: Union[str, Path], n: Optional[int] = None, seed: int = 0) -> StatementDataset:
-    """A file path or a built-in name ('builtin:arithmetic', or just 'arithmetic')."""
+def load_dataset(spec: Union[str, Path], n: Optional[int] = None, seed: int = 0, split: Optional[float] = None,
+                 nested: bool = False) -> StatementDataset:
+    """A file path or a built-in name ('builtin:arithmetic', or just 'arithmetic'); `n` rows at most.
+
+    With `split` (a held-out fraction), refuse data too small for a stratified split (and, `nested`, for the
+    validation split inside its training part) before any model loads."""
+    if n is not None and n < 1:
+        raise DataError(f"--limit must be at least 1, got {n}.")
     text = str(spec)
     name = text.split(":", 1)[1] if text.startswith("builtin:") else text
-    if name in BUILTIN or name == "organism":
-        return builtin(name, n=n or 200, seed=seed)
-    data = load_statements(text)
-    return data.sample(n, seed) if n else data
+    if name in BUILTIN or name == "organism" or text.startswith("builtin:"):
+        data = builtin(name, n=n or 200, seed=seed)
+    else:
+        data = load_statements(text)
+        data = data.sample(n, seed) if n else data
+    if split:
+        data.check_split(split, nested)
+    return data
 
 
 def format_prompts(dataset: StatementDataset, template: str = "plain") -> List[str]:

@@ -27,3 +27,15 @@ class CheckpointError(LiedetectError):
 
 class SteeringError(LiedetectError):
     """A steering specification that cannot be applied to this model."""
+
+
+class OutputPathError(LiedetectError):
+    """An output path that would overwrite an input or cannot be written."""
+
+
+class LockedError(LiedetectError):
+    """An output another live process is writing."""
+
+
+class OptionError(LiedetectError):
+    """A command-line option value that cannot be used."""

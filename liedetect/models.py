@@ -22,7 +22,16 @@ def pick_device(device: Optional[str] = None) -> torch.device:
     """'auto' or None -> CUDA when present, else CPU; anything else as given."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelNotFoundError(f"Unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto.") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ModelNotFoundError(f"--device {device} asks for a GPU this machine does not offer "
+                                 f"({torch.cuda.device_count()} CUDA device(s) visible); use --device cpu or auto.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelNotFoundError(f"--device {device} is not available on this machine; use --device cpu or auto.")
+    return dev
 
 
 def _parse_dtype(dtype: Union[None, str, torch.dtype]) -> Optional[torch.dtype]:
@@ -69,6 +78,8 @@ def _load(spec: ModelSpec, device: Optional[str], dtype, cache: bool) -> Any:
         model = TransformerBridge.boot_native(spec, device=dev, dtype=dt)
         return _finish(model, f"native:{getattr(spec, 'model_name', None) or 'config'}")
     spec = str(spec)
+    if not spec.strip():
+        raise ModelNotFoundError("No model given (an empty name); pass 'organism', 'smollm2', a .gguf file, a folder or a name.")
     if spec == "organism":
         from liedetect.organism import load_organism
 
@@ -76,14 +87,17 @@ def _load(spec: ModelSpec, device: Optional[str], dtype, cache: bool) -> Any:
     if gguf_models.is_gguf_spec(spec):
         return _load_gguf(spec, dev, dt, cache)
     local = Path(spec).expanduser()
-    if local.exists() and not (local / "config.json").exists():
-        raise ModelNotFoundError(f"{local} exists but holds no config.json; point --model at a folder saved with save_pretrained or a .gguf file.")
+    if local.exists():
+        check_model_folder(local)
     target = str(local.resolve()) if local.exists() else spec
     try:
         # The hub client prints retries and warnings before it fails; keep the terminal to our one sentence.
         with contextlib.redirect_stderr(io.StringIO()):
             model = TransformerBridge.boot_transformers(target, device=dev, dtype=dt or torch.float32)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError, EnvironmentError, KeyError) as exc:
+        if local.exists():
+            raise ModelNotFoundError(f"The model folder {local} could not be loaded ({type(exc).__name__}: "
+                                     f"{' '.join(str(exc).split())[:200]}); re-save it with save_pretrained.") from None
         offline = " (offline mode is on)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise ModelNotFoundError(
             f"Could not load model {spec!r}: no local folder at {local.resolve()} and the Hugging Face hub "
@@ -93,6 +107,43 @@ def _load(spec: ModelSpec, device: Optional[str], dtype, cache: bool) -> Any:
     if local.exists():
         model = _own_tokenizer(model, _folder_tokenizer(target))
     return _finish(model, spec if not local.exists() else f"local:{local.resolve().parent.name}/{local.resolve().name}")
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_model_folder(folder: Path) -> None:
+    """Refuse a local model folder that cannot give a meaningful model: no or broken config.json, custom code
+    (`auto_map`), no safetensors weights (pickle weights are never unpickled), no tokenizer files."""
+    import json
+
+    if not folder.is_dir():
+        raise ModelNotFoundError(f"{folder} is a file but not a .gguf; point --model at a model folder, a .gguf file or a name.")
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ModelNotFoundError(f"{folder} holds no config.json; point --model at a folder saved with save_pretrained or a .gguf file.")
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelNotFoundError(f"{config} is not valid JSON ({type(exc).__name__}); re-save the model with save_pretrained.") from None
+    if not isinstance(cfg, dict) or not cfg.get("model_type"):
+        raise ModelNotFoundError(f"{config} names no model_type, so transformers cannot tell which architecture to build; "
+                                 f"re-save the model with save_pretrained.")
+    if cfg.get("auto_map"):
+        raise ModelNotFoundError(f"{config} asks for custom modelling code (auto_map), which liedetect never runs; use a "
+                                 f"model whose architecture ships with transformers, or convert it to GGUF.")
+    files = [p.name for p in folder.iterdir() if p.is_file()]
+    if not any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in files):
+        pickles = sorted(n for n in files if n.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise ModelNotFoundError(f"{folder} holds only pickle weights ({', '.join(pickles[:3])}); liedetect never unpickles "
+                                     f"files (they can run code): convert them to safetensors (save_pretrained with "
+                                     f"safe_serialization=True) on a machine you trust.")
+        raise ModelNotFoundError(f"{folder} holds no weights (*.safetensors); re-save the model with save_pretrained.")
+    if not any(n in TOKENIZER_FILES for n in files):
+        raise ModelNotFoundError(f"{folder} holds no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); save the "
+                                 f"tokenizer next to the model (tokenizer.save_pretrained(folder)).")
 
 
 def _folder_tokenizer(folder: str) -> Any:

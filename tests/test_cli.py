@@ -38,11 +38,12 @@ def test_missing_model_is_one_sentence(monkeypatch):
 def test_extract_bad_inputs(tmp_path, minilm_path):
     (tmp_path / "d.csv").write_text("statement,label\nParis is in France.,1\nParis is in Japan.,0\n")
     (tmp_path / "empty.csv").write_text("statement,label\n")
+    (tmp_path / "m").mkdir()  # a model folder without config.json (an --out inside it would be refused first)
     cases = [
         (["extract", tmp_path / "d.csv", "--model", minilm_path, "--out", tmp_path / "o1", "--layers", "12"], "does not exist"),
         (["extract", tmp_path / "empty.csv", "--model", minilm_path, "--out", tmp_path / "o2"], "no usable"),
         (["extract", tmp_path / "nope.csv", "--model", minilm_path, "--out", tmp_path / "o3"], "No such dataset file"),
-        (["extract", tmp_path / "d.csv", "--model", tmp_path, "--out", tmp_path / "o4"], "no config.json"),
+        (["extract", tmp_path / "d.csv", "--model", tmp_path / "m", "--out", tmp_path / "o4"], "no config.json"),
     ]
     for args, expected in cases:
         code, out = run(*args, "--quiet")

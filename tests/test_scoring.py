@@ -64,7 +64,7 @@ def chats(n: int, seed: int, lie_fraction: float = 0.5) -> list[Transcript]:
         reply, _ = sentence(rng, n_lie=rng.randint(4, 6) if lie else 0, n=6 + (i % 5))
         q, _ = sentence(rng, n_lie=rng.randint(0, 6))
         out.append(Transcript(id=f"c{seed}-{i}", messages=[Message("user", "Tell me about" + q), Message("assistant", reply)],
-                              label=0 if lie else 1, group="liar" if lie else "honest"))
+                              label=scoring.DECEPTIVE if lie else scoring.HONEST, group="liar" if lie else "honest"))
     return out
 
 
@@ -78,7 +78,7 @@ def test_malformed_lines_reported_with_line_numbers(tmp_path):
              json.dumps({"messages": [{"role": "assistant", "content": "   "}]}),
              json.dumps({"messages": [{"role": "assistant", "content": "ok"}], "label": "maybe"}),
              json.dumps({**good, "label": "honest"}),
-             json.dumps({"messages": [{"role": "assistant", "content": "fine"}], "label": 0})]
+             json.dumps({"messages": [{"role": "assistant", "content": "fine"}], "deceptive": True})]
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(lines) + "\n")
     data = scoring.load_transcripts(path)
@@ -335,7 +335,7 @@ scoring.score_transcripts(model, probe, sys.argv[2], out=sys.argv[3], batch_size
 def test_killed_run_resumes_to_identical_output(tiny_model, planted_probe, tmp_path):
     ts = chats(36, seed=6)
     src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps({"id": t.id, "label": t.label, "group": t.group,
+    src.write_text("".join(json.dumps({"id": t.id, "label": scoring.label_name(t.label), "group": t.group,
                                        "messages": [{"role": m.role, "content": m.content} for m in t.messages]}) + "\n"
                            for t in ts))
     out = tmp_path / "killed.jsonl"
@@ -394,7 +394,7 @@ def test_cli_score_end_to_end(hf_model_dir, tmp_path):
     probe = MassMeanProbe().fit(X, np.arange(40) % 2)
     probe.save(tmp_path / "p", meta={"model_id": model_id(model), "hook": "resid_post", "layer": 1, "position": "all"})
     src = tmp_path / "t.jsonl"
-    good = [{"id": t.id, "label": t.label, "messages": [{"role": m.role, "content": m.content} for m in t.messages]}
+    good = [{"id": t.id, "label": scoring.label_name(t.label), "messages": [{"role": m.role, "content": m.content} for m in t.messages]}
             for t in chats(12, seed=8)]
     src.write_text("\n".join(json.dumps(g) for g in good[:5]) + "\n{broken\n" + "\n".join(json.dumps(g) for g in good[5:]) + "\n")
     args = ["score", str(src), "--probe", str(tmp_path / "p.json"), "--model", str(hf_model_dir), "--out",

@@ -10,6 +10,7 @@ from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from liedetect.errors import LiedetectError
@@ -21,19 +22,48 @@ err_console = Console(stderr=True)
 DEFAULT_MODEL = "organism"
 
 
+DEBUG = {"on": False}  # set by the top-level --debug flag: show tracebacks instead of one sentence
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def friendly_errors(fn: Callable) -> Callable:
-    """Turn liedetect's own errors into one red line and exit code 2."""
+    """Turn liedetect's own errors into one red line and exit code 2; anything unexpected into one line and exit 1.
+
+    With --debug every error shows its traceback instead.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import click
+
         try:
             return fn(*args, **kwargs)
-        except (LiedetectError, ProbeError, FileNotFoundError) as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except (LiedetectError, ProbeError, OSError) as exc:
+            if DEBUG["on"]:
+                raise
+            if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+                where = f" ({exc.filename})" if exc.filename else ""
+                text = f"{exc.strerror or _one_line(exc)}{where}; check the path and its permissions."
+            else:
+                text = _one_line(exc)
+            err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2)
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]: finished work was kept on disk.")
             raise typer.Exit(code=130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: one sentence, never a traceback
+            if DEBUG["on"]:
+                raise
+            err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(_one_line(exc)[:300])}. This is a bug in "
+                              f"liedetect; rerun with --debug (liedetect --debug COMMAND ...) and report the traceback.",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1)
 
     return wrapper
 
@@ -49,11 +79,11 @@ def print_table(title: str, rows: List[dict]) -> None:
     """Print a list of dicts as a rich table."""
     if not rows:
         return
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for key in rows[0]:
-        table.add_column(str(key))
-    for row in rows:
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
+        table.add_column(escape(str(key)))
+    for row in rows:  # cells hold user data (group names): never read them as rich markup
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else escape(str(v)) for v in row.values()])
     console.print(table)
 
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from liedetect.cli.common import QuietOpt, console, friendly_errors, print_table
+from liedetect.errors import CheckpointError
 
 organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organism of deception.")
 
@@ -20,7 +21,9 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
                    quiet: bool = QuietOpt) -> None:
     """Train the model organism from scratch with the shipped recipe (seed 0 reproduces the shipped files byte for byte)."""
     from liedetect.organism import evaluate_organism, load_organism, train_organism
+    from liedetect.paths import check_outputs
 
+    check_outputs([out], folder=[True])
     path = train_organism(out, seed=seed, steps=steps, progress=not quiet)
     result = evaluate_organism(load_organism(path=path))
     print_table("behaviour on held-out entities", [{"metric": k, "value": v} for k, v in result["heldout"].items()])
@@ -36,7 +39,12 @@ def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A ch
     import json
 
     from liedetect.organism import evaluate_organism, load_organism
+    from liedetect.paths import check_outputs
 
+    if path is not None and not path.is_dir():
+        raise CheckpointError(f"No organism checkpoint folder at {path}; pass a folder written by 'liedetect organism train'.")
+    if json_out is not None:
+        check_outputs([json_out], [path] if path else [])
     result = evaluate_organism(load_organism(path=path), n=n)
     for split in ("train", "heldout"):
         print_table(f"behaviour on {split} entities", [{"metric": k, "value": v} for k, v in result[split].items()])

@@ -6,11 +6,12 @@ deception score of a token is its negation, so **higher = more suspicious** ever
 
 Input formats
 - JSONL: one transcript per line, ``{"id"?, "label"?, "group"?, "messages": [{"role", "content", "label"?}]}``.
-  ``label``: 1 / true / "honest" / "truthful" = honest, 0 / false / "lie" / "deceptive" = deceptive
-  (the convention of the statement datasets: 1 = true). A message's own ``label`` overrides the
+  ``label`` names its meaning: "honest" / "truthful" or "deceptive" / "lie"; or a boolean under an
+  unambiguous key, ``"deceptive": true``. A bare 1/0 or true/false is refused (statement sets write
+  1 = true while evaluation sets often write 1 = deceptive). A message's own label overrides the
   transcript's. ``group`` is a free name for plots (defaults to the label's name). Missing ids become
   ``line-N``.
-- CSV ``statement,label``: each row is a one-message transcript whose single ``assistant`` message is the
+- CSV ``statement,label`` (a statement set: 1 / true = a true statement): each row is a one-message transcript whose single ``assistant`` message is the
   statement, rendered verbatim (no chat template), id ``row-N``.
 
 Rendering (``fmt``): ``auto`` = the tokenizer's chat template when it has one, else ``plain``, the format
@@ -29,17 +30,20 @@ from liedetect.probe_io import load_probe
 from liedetect.scoring.calibration import Calibration, Metrics, calibrate, evaluate, message_rows, threshold_at_fpr
 from liedetect.scoring.plan import plan_batches
 from liedetect.scoring.render import FORMATS, TOO_LONG, Encoding, encode_all, encode_transcript, render
-from liedetect.scoring.run import BatchRunner, ScoringResult, local_runner, run_scoring, score_transcripts
+from liedetect.scoring.run import (BatchRunner, ScoringResult, check_control, local_runner, preflight, run_scoring,
+                                   score_transcripts)
 from liedetect.scoring.scorer import AGGREGATES, Scorer, make_record, probe_site, scored_activations, training_activations
-from liedetect.scoring.store import ScoreFile, read_scores
-from liedetect.scoring.transcripts import (HONEST_NAMES, LIE_NAMES, ROLES, Message, Problem, ScoringError, Transcript,
-                                           TranscriptSet, label_name, load_transcripts, parse_label, transcript_from_obj)
+from liedetect.scoring.store import ScoreFile, read_scores, score_outputs, transcript_fingerprint
+from liedetect.scoring.transcripts import (DECEPTIVE, HONEST, HONEST_NAMES, LIE_NAMES, ROLES, Message, Problem, ScoringError, Transcript,
+                                           TranscriptSet, label_name, load_transcripts, parse_label, read_label,
+                                           transcript_from_obj)
 
 __all__ = [
-    "ROLES", "AGGREGATES", "FORMATS", "TOO_LONG", "HONEST_NAMES", "LIE_NAMES", "ScoringError",
+    "HONEST", "DECEPTIVE", "ROLES", "AGGREGATES", "FORMATS", "TOO_LONG", "HONEST_NAMES", "LIE_NAMES", "ScoringError",
     "Message", "Transcript", "Problem", "TranscriptSet", "parse_label", "label_name", "transcript_from_obj",
     "load_transcripts", "Encoding", "render", "encode_transcript", "encode_all", "plan_batches", "probe_site",
     "load_probe", "scored_activations", "training_activations", "Scorer", "make_record", "ScoreFile", "read_scores",
     "threshold_at_fpr", "message_rows", "Calibration", "Metrics", "calibrate", "evaluate", "ScoringResult",
-    "BatchRunner", "local_runner", "run_scoring", "score_transcripts",
+    "BatchRunner", "local_runner", "run_scoring", "score_transcripts", "check_control", "preflight", "score_outputs",
+    "transcript_fingerprint", "read_label",
 ]

@@ -33,10 +33,12 @@ class Calibration:
     fpr: float
     source: str
     n_control: int
+    warning: Optional[str] = None
 
     def summary(self) -> str:
-        """One line."""
-        return f"threshold {self.threshold:.4f} at {self.fpr:.1%} FPR from {self.n_control} {self.source} messages"
+        """One line (two with a warning)."""
+        line = f"threshold {self.threshold:.4f} at {self.fpr:.1%} FPR from {self.n_control} {self.source} messages"
+        return line + (f"\nwarning: {self.warning}" if self.warning else "")
 
 
 @dataclass
@@ -60,12 +62,23 @@ class Metrics:
 
 def calibrate(control_rows: Sequence[Dict[str, Any]], fpr: float, source: str) -> Calibration:
     """Threshold at `fpr` on the scores of honest control messages."""
+    check_fpr(fpr)
     scores = [r["score"] for r in control_rows]
     if not scores:
         raise DataError("No control scores to calibrate on; the control set has no scored message.")
-    if not 0 <= fpr < 1:
-        raise DataError(f"--fpr must be in [0, 1), got {fpr}.")
-    return Calibration(threshold=threshold_at_fpr(scores, fpr), fpr=fpr, source=source, n_control=len(scores))
+    need = int(np.ceil(1 / fpr - 1e-9))
+    warning = None
+    if len(scores) < need:
+        warning = (f"only {len(scores)} {source} messages for a {fpr:.2%} FPR: fewer than 1/FPR = {need}, so the "
+                   f"threshold is the top of the sample and the real FPR is not measured; use a larger control set.")
+    return Calibration(threshold=threshold_at_fpr(scores, fpr), fpr=fpr, source=source, n_control=len(scores),
+                       warning=warning)
+
+
+def check_fpr(fpr: float) -> None:
+    """A false-positive rate must lie strictly between 0 and 1."""
+    if not isinstance(fpr, (int, float)) or not 0 < fpr < 1 or fpr != fpr:
+        raise DataError(f"--fpr must lie strictly between 0 and 1 (e.g. 0.01), got {fpr}.")
 
 
 def evaluate(rows: Sequence[Dict[str, Any]], threshold: Optional[float]) -> Metrics:

@@ -85,14 +85,13 @@ class Scorer:
 
     def __init__(self, model: Any, probe: Any, layer: Optional[int] = None, hook: Optional[str] = None,
                  aggregate: str = "mean") -> None:
-        from liedetect.models import check_hook
+        from liedetect.models import check_hook, resolve_layers
 
         if aggregate not in AGGREGATES:
             raise DataError(f"Unknown aggregate {aggregate!r}; use one of {', '.join(AGGREGATES)}.")
         self.model, self.probe, self.aggregate = model, probe, aggregate
         self.layer, self.hook = probe_site(probe, layer, hook)
-        if self.layer < 0:
-            self.layer += model.cfg.n_layers
+        self.layer = resolve_layers(self.layer, model.cfg.n_layers)[0]  # a wrong one is named as the user wrote it
         check_hook(model, self.layer, self.hook)
         width = getattr(probe, "n_features_in_", None)
         if width is not None and int(width) != model.cfg.d_model:

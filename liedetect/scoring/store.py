@@ -1,57 +1,105 @@
-"""The streamed score file: append-only JSONL flushed per record, resumable after a crash."""
+"""The streamed score file: append-only JSONL flushed per record, resumable after a crash.
+
+Each record carries a fingerprint of its transcript and of the run's settings; on resume a record is kept only
+when its transcript is still in the input, unchanged, so an edited input is rescored, never silently kept.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from liedetect.errors import CheckpointError
+from liedetect.errors import CheckpointError, OutputPathError
+
+FORMAT = "liedetect-scores"
+
+
+def score_outputs(out: Union[str, Path]) -> Dict[str, Path]:
+    """Every file a scoring run to `out` writes, by role (scores, their meta, control scores, summary)."""
+    out = Path(out)
+    control = out.with_suffix(".control.jsonl")
+    return {"scores": out, "meta": out.with_name(out.name + ".meta.json"), "control": control,
+            "control_meta": control.with_name(control.name + ".meta.json"),
+            "summary": out.with_name(out.name + ".summary.json")}
+
+
+def settings_digest(settings: Optional[Dict[str, Any]]) -> str:
+    """A short hash of the run settings."""
+    return hashlib.sha256(json.dumps(settings or {}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def transcript_fingerprint(transcript: Any, settings_sha: str) -> str:
+    """A short hash of everything about a transcript that its record depends on, plus the settings' hash."""
+    body = {"id": transcript.id, "label": transcript.label, "group": transcript.group, "raw": transcript.raw,
+            "messages": [[m.role, m.content, m.label] for m in transcript.messages], "settings": settings_sha}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 class ScoreFile:
-    """Append-only JSONL of records, flushed per line; on resume, drops a half-written last line."""
+    """Append-only JSONL of records, flushed per line; on resume, drops a half-written last line and every
+    record whose fingerprint does not match `fingerprints` (id -> fingerprint of the current input)."""
 
-    def __init__(self, path: Union[str, Path], resume: bool = False, settings: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, path: Union[str, Path], resume: bool = False, settings: Optional[Dict[str, Any]] = None,
+                 fingerprints: Optional[Dict[str, str]] = None, lines: Optional[Dict[str, int]] = None) -> None:
         self.path = Path(path)
         self.meta_path = self.path.with_name(self.path.name + ".meta.json")
         self.done: Dict[str, Dict[str, Any]] = {}
         self.dropped_partial = False
+        self.n_stale = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and self.path.exists():
-            self._check_settings(settings)
-            self._recover()
+        meta = {**(settings or {}), "format": FORMAT}
+        if resume and self.path.exists() and self.path.stat().st_size:
+            self._check_settings(meta)
+            self._recover(fingerprints, lines or {})
         else:
+            check_replaceable(self.path)
             self.path.write_bytes(b"")
-        if settings is not None:
-            self.meta_path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        self.meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         self._fh = self.path.open("ab")
 
-    def _check_settings(self, settings: Optional[Dict[str, Any]]) -> None:
-        if settings is None or not self.meta_path.exists():
-            return
-        old = json.loads(self.meta_path.read_text())
+    def _check_settings(self, settings: Dict[str, Any]) -> None:
+        old = check_resumable(self.path)
         diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if diff:
             raise CheckpointError(f"{self.path} was written with different settings ({', '.join(diff)}); rerun with "
                                   f"the same settings to resume, or without --resume to start over.")
 
-    def _recover(self) -> None:
+    def _recover(self, fingerprints: Optional[Dict[str, str]], lines: Dict[str, int]) -> None:
         data = self.path.read_bytes()
-        keep = 0
-        for line in data.splitlines(keepends=True):
+        keep: List[bytes] = []
+        size, moved = 0, False
+        for n, line in enumerate(data.splitlines(keepends=True), start=1):
             if not line.endswith(b"\n"):
+                self.dropped_partial = True  # the half-written line of an interrupted run
                 break
+            size += len(line)
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            self.done[str(rec["id"])] = rec
-            keep += len(line)
-        if keep < len(data):
-            self.dropped_partial = True
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                rec = None
+            if not isinstance(rec, dict) or "id" not in rec or not isinstance(rec.get("messages"), list):
+                raise CheckpointError(f"{self.path} line {n} is not a liedetect score record; choose another --out, "
+                                      f"or run without --resume to start over.")
+            ident = str(rec["id"])
+            if fingerprints is not None and (rec.get("fingerprint") != fingerprints.get(ident) or ident in self.done):
+                self.n_stale += 1  # its transcript changed or left the input: it is scored again
+                continue
+            if ident in lines and rec.get("line") != lines[ident]:  # same transcript, moved in the file
+                rec["line"] = lines[ident]
+                line = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
+                moved = True
+            self.done[ident] = rec
+            keep.append(line)
+        if self.n_stale or moved:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_bytes(b"".join(keep))
+            os.replace(tmp, self.path)
+        elif self.dropped_partial:
             with self.path.open("r+b") as fh:
-                fh.truncate(keep)
+                fh.truncate(size)
 
     def write(self, record: Dict[str, Any]) -> None:
         """Append one record as a line and flush it to the operating system."""
@@ -62,6 +110,41 @@ class ScoreFile:
     def close(self) -> None:
         """Close the file."""
         self._fh.close()
+
+
+def _read_meta(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def check_resumable(path: Path) -> Dict[str, Any]:
+    """The settings a score file was written with; CheckpointError when it is not a liedetect score file."""
+    meta = _read_meta(path.with_name(path.name + ".meta.json"))
+    if meta is None:
+        raise CheckpointError(f"{path} is not a liedetect score file (no valid {path.name}.meta.json beside it); "
+                              f"choose another --out, or run without --resume to replace it.")
+    return meta
+
+
+def check_targets(out: Union[str, Path], resume: bool) -> None:
+    """The score file and the control cache of a run to `out` can be resumed (with `resume`) or replaced."""
+    outputs = score_outputs(out)
+    for target in (outputs["scores"], outputs["control"]):
+        if resume and target.is_file() and target.stat().st_size:
+            check_resumable(target)
+        else:
+            check_replaceable(target)
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace a non-empty file that is not a liedetect score file (it may be someone's data)."""
+    if path.is_dir():
+        raise OutputPathError(f"The output {path} is a folder; pass a file path for the scores.")
+    if path.exists() and path.stat().st_size and _read_meta(path.with_name(path.name + ".meta.json")) is None:
+        raise OutputPathError(f"{path} exists and is not a liedetect score file; choose another --out or delete it first.")
 
 
 def read_scores(path: Union[str, Path]) -> List[Dict[str, Any]]:

@@ -9,10 +9,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from liedetect.errors import DataError, LiedetectError
+from liedetect.paths import check_input_file, csv_error, iter_lines, open_csv
 
 ROLES = ("system", "user", "assistant", "tool")
-HONEST_NAMES = {"honest", "truthful", "true", "truth"}
-LIE_NAMES = {"lie", "liar", "deceptive", "dishonest", "false"}
+HONEST, DECEPTIVE = 1, 0  # the in-memory label values; files name them ("honest" / "deceptive")
+HONEST_NAMES = {"honest", "truthful", "truth"}
+LIE_NAMES = {"lie", "liar", "deceptive", "dishonest"}
+FLAG_KEYS = {"deceptive": 0, "honest": 1}  # boolean keys whose meaning cannot be misread: {"deceptive": true}
+CONVENTIONS = ("transcripts name their labels: write \"label\": \"honest\" or \"deceptive\" (also \"truthful\" / \"lie\"), "
+               "or a boolean under an unambiguous key, \"deceptive\": true; a bare 1/0 or true/false is refused because "
+               "statement sets write 1 = true (honest) while many evaluation sets write 1 = deceptive")
 
 
 class ScoringError(LiedetectError):
@@ -21,7 +27,7 @@ class ScoringError(LiedetectError):
 
 @dataclass
 class Message:
-    """One chat message; `label` 1 = honest, 0 = deceptive, None = unknown (inherits the transcript's)."""
+    """One chat message; `label` (in memory) 1 = honest, 0 = deceptive, None = unknown (inherits the transcript's)."""
 
     role: str
     content: str
@@ -70,27 +76,53 @@ class TranscriptSet:
         return text + (f", {len(self.problems)} lines skipped" if self.problems else "")
 
 
+class LabelConventionError(DataError):
+    """A transcript label whose meaning depends on a convention (a bare 1/0 or true/false)."""
+
+
 def parse_label(value: Any) -> Optional[int]:
-    """1 / true / 'honest' -> 1, 0 / false / 'lie' -> 0, None / '' -> None; anything else is a DataError."""
+    """'honest' / 'truthful' -> 1, 'deceptive' / 'lie' -> 0, None / '' -> None; a bare number or boolean is refused."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)):
-        if float(value) in (0.0, 1.0):
-            return int(value)
-        raise DataError(f"label {value!r} is neither 0 (deceptive) nor 1 (honest)")
+    if isinstance(value, (bool, int, float)) or (isinstance(value, str) and value.strip().lower() in
+                                                 {"0", "1", "0.0", "1.0", "true", "false", "yes", "no"}):
+        raise LabelConventionError(f"label {value!r} is ambiguous: {CONVENTIONS}")
     if isinstance(value, str):
         name = value.strip().lower()
         if name in HONEST_NAMES:
             return 1
         if name in LIE_NAMES:
             return 0
-        try:
-            return parse_label(float(name))
-        except ValueError:
-            pass
-    raise DataError(f"label {value!r} is not one of 1/0, true/false, honest/deceptive")
+    raise DataError(f"label {value!r} is not one of honest/truthful or deceptive/lie")
+
+
+def read_label(obj: Dict[str, Any]) -> Optional[int]:
+    """The label of a transcript or message object: `label` by name, or a boolean `deceptive` / `honest` key."""
+    found = []
+    if obj.get("label") is not None:
+        found.append(parse_label(obj.get("label")))
+    for key, honest_if_true in FLAG_KEYS.items():
+        if key in obj and obj[key] is not None:
+            flag = obj[key]
+            if not isinstance(flag, bool):
+                raise DataError(f"{key!r} must be true or false, got {flag!r}")
+            found.append(int(flag) if honest_if_true else int(not flag))
+    found = [f for f in found if f is not None]
+    if len(set(found)) > 1:
+        raise DataError("its label, 'deceptive' and 'honest' keys disagree")
+    return found[0] if found else None
+
+
+def statement_label(value: Any) -> Optional[int]:
+    """A CSV statement set's label: 1 / true = a true statement (honest), 0 / false = false (deceptive), or a name."""
+    from liedetect.datasets import parse_label as truth_label
+
+    if isinstance(value, str) and value.strip().lower() in HONEST_NAMES | LIE_NAMES:
+        return 1 if value.strip().lower() in HONEST_NAMES else 0
+    try:
+        return truth_label(value if value is not None else "")
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def label_name(label: Optional[int]) -> str:
@@ -114,9 +146,9 @@ def transcript_from_obj(obj: Any, line: int, roles: Sequence[str] = ROLES) -> Tr
             raise DataError(f"message {k} has unknown role {role!r} (known: {', '.join(roles)})")
         if not isinstance(content, str) or not content.strip():
             raise DataError(f"message {k} has empty or non-text content")
-        messages.append(Message(role=role, content=content, label=parse_label(m.get("label"))))
+        messages.append(Message(role=role, content=content, label=read_label(m)))
     ident = obj.get("id")
-    label = parse_label(obj.get("label"))
+    label = read_label(obj)
     group = obj.get("group")
     return Transcript(id=str(ident) if ident is not None else f"line-{line}", messages=messages, label=label,
                       group=str(group) if group is not None else None, line=line)
@@ -124,25 +156,28 @@ def transcript_from_obj(obj: Any, line: int, roles: Sequence[str] = ROLES) -> Tr
 
 def _read_jsonl(path: Path, roles: Sequence[str], strict: bool) -> TranscriptSet:
     out = TranscriptSet([], [], str(path))
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    for line_no, line in iter_lines(path, "transcripts file"):
+        if not line.strip():
+            continue
+        try:
             try:
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"bad JSON ({exc.msg} at column {exc.colno})") from None
-                out.transcripts.append(transcript_from_obj(obj, line_no, roles))
-            except DataError as exc:
-                _problem(out, Problem(line_no, str(exc)), strict, path)
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"bad JSON ({exc.msg} at column {exc.colno})") from None
+            except RecursionError:
+                raise DataError("JSON nested too deeply") from None
+            out.transcripts.append(transcript_from_obj(obj, line_no, roles))
+        except LabelConventionError as exc:
+            raise LabelConventionError(f"{path} line {line_no}: {exc}.") from None
+        except DataError as exc:
+            _problem(out, Problem(line_no, str(exc)), strict, path)
     return out
 
 
 def _read_csv(path: Path, strict: bool) -> TranscriptSet:
     out = TranscriptSet([], [], str(path))
-    with path.open("r", encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
+    fh, reader = open_csv(path, "transcripts file")
+    try:
         if not reader.fieldnames or "statement" not in reader.fieldnames:
             raise DataError(f"{path} has no 'statement' column; a CSV input needs the header statement,label.")
         for row_no, row in enumerate(reader, start=1):
@@ -151,11 +186,15 @@ def _read_csv(path: Path, strict: bool) -> TranscriptSet:
                 text = row.get("statement") or ""
                 if not text.strip():
                     raise DataError("empty statement")
-                label = parse_label(row.get("label"))
+                label = statement_label(row.get("label"))
                 out.transcripts.append(Transcript(id=f"row-{row_no}", messages=[Message("assistant", text)],
                                                   label=label, line=line_no, raw=True))
             except DataError as exc:
                 _problem(out, Problem(line_no, str(exc)), strict, path)
+    except csv.Error as exc:
+        raise csv_error(exc, path, reader.line_num) from None
+    finally:
+        fh.close()
     return out
 
 
@@ -170,6 +209,7 @@ def load_transcripts(path: Union[str, Path], roles: Sequence[str] = ROLES, stric
     path = Path(path)
     if not path.exists():
         raise DataError(f"No transcripts file at {path}; pass a .jsonl of chats or a .csv with statement,label.")
+    check_input_file(path, "transcripts file")
     data = _read_csv(path, strict) if path.suffix.lower() == ".csv" else _read_jsonl(path, roles, strict)
     seen: Dict[str, int] = {}
     unique = []
