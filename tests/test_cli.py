@@ -60,3 +60,16 @@ def test_extract_writes_a_loadable_folder(tmp_path, minilm_path):
     assert code == 0, out
     acts = Activations.load(tmp_path / "acts")
     assert acts.acts.shape == (3, 2, 384) and acts.labels.tolist() == [1, 0, 1]
+
+
+def test_help_loads_no_heavy_library():
+    """`liedetect --help` stays fast because torch, transformers and scikit-learn load only inside a command."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; import cli\n"
+            "for args in (['--help'], ['score', '--help'], ['sweep', '--help'], ['detector', '--help']):\n"
+            "    CliRunner().invoke(cli.app, args)\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'transformer_lens') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -6,6 +6,7 @@ Sub-command modules (liedetect/cli/*.py) build a typer app from these; the top-l
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Callable, List, Optional
 
 import typer
@@ -14,7 +15,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from liedetect.errors import LiedetectError
-from probes.errors import ProbeError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -28,6 +28,13 @@ DEBUG = {"on": False}  # set by the top-level --debug flag: show tracebacks inst
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+def _user_errors() -> tuple:
+    """Errors a user can act on. probes' ProbeError counts once probes is loaded (only then can it be raised);
+    importing it up front would load torch and scikit-learn and cost `liedetect --help` seconds."""
+    probe_errors = sys.modules.get("probes.errors")
+    return (LiedetectError, OSError) + ((probe_errors.ProbeError,) if probe_errors else ())
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -44,9 +51,17 @@ def friendly_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
-        except (LiedetectError, ProbeError, OSError) as exc:
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]: finished work was kept on disk.")
+            raise typer.Exit(code=130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: one sentence, never a traceback
             if DEBUG["on"]:
                 raise
+            if not isinstance(exc, _user_errors()):
+                err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(_one_line(exc)[:300])}. This is a bug in "
+                                  f"liedetect; rerun with --debug (liedetect --debug COMMAND ...) and report the traceback.",
+                                  highlight=False, soft_wrap=True)
+                raise typer.Exit(code=1)
             if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
                 where = f" ({exc.filename})" if exc.filename else ""
                 text = f"{exc.strerror or _one_line(exc)}{where}; check the path and its permissions."
@@ -54,16 +69,6 @@ def friendly_errors(fn: Callable) -> Callable:
                 text = _one_line(exc)
             err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2)
-        except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]: finished work was kept on disk.")
-            raise typer.Exit(code=130)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence: one sentence, never a traceback
-            if DEBUG["on"]:
-                raise
-            err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(_one_line(exc)[:300])}. This is a bug in "
-                              f"liedetect; rerun with --debug (liedetect --debug COMMAND ...) and report the traceback.",
-                              highlight=False, soft_wrap=True)
-            raise typer.Exit(code=1)
 
     return wrapper
 
