@@ -73,3 +73,20 @@ def test_help_loads_no_heavy_library():
             "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'transformer_lens') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_tables_keep_every_number_whole_at_80_columns(monkeypatch):
+    from rich.console import Console
+
+    import liedetect.cli.common as common
+
+    screen = Console(width=80, record=True)
+    monkeypatch.setattr(common, "console", screen)
+    wide = {"group": "a-very-long-group-name-that-must-wrap", "n": 400, "mean score": -1.23456, "flagged": 0.95,
+            "auroc": 0.8812, "recall@1%": 0.7734, "recall@0.1%": 0.5012, "threshold": -6.20341}
+    common.print_table("by group", [wide, dict(wide, n=12)])
+    common.print_table("metrics", [{f"metric_{i}": i + 0.123456 for i in range(12)}])
+    text = screen.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    for number in ("-1.2346", "0.9500", "0.8812", "0.7734", "0.5012", "-6.2034", "11.1235"):
+        assert number in text, number

@@ -84,9 +84,14 @@ def print_table(title: str, rows: List[dict]) -> None:
     """Print a list of dicts as a rich table."""
     if not rows:
         return
+    if len(rows) == 1 and len(rows[0]) > 4:  # one wide record (metrics): a name/value list fits any terminal
+        rows = [{"name": k, "value": v} for k, v in rows[0].items()]
     table = Table(title=escape(title))
-    for key in rows[0]:
-        table.add_column(escape(str(key)))
+    for key in rows[0]:  # numbers keep their width (never split mid-number at 80 columns); text wraps
+        cells = [f"{r[key]:.4f}" if isinstance(r.get(key), float) else str(r.get(key)) for r in rows]
+        numeric = all(isinstance(r.get(key), (int, float)) for r in rows)
+        table.add_column(escape(str(key)), justify="right" if numeric else "left", overflow="fold",
+                         min_width=max(map(len, cells)) if numeric else None)
     for row in rows:  # cells hold user data (group names): never read them as rich markup
         table.add_row(*[f"{v:.4f}" if isinstance(v, float) else escape(str(v)) for v in row.values()])
     console.print(table)
