@@ -315,7 +315,7 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
           fpr: float = typer.Option(0.01, help="False-positive rate on the control set that fixes the threshold."),
           roles: str = typer.Option("assistant", help="Comma-separated roles whose messages are scored."),
           aggregate: str = typer.Option("mean", help="Message score from its tokens: mean, max or last."),
-          fmt: str = typer.Option("auto", "--format", help="auto (chat template if any), chat or plain."),
+          fmt: str = typer.Option("auto", "--format", help="auto (the chat template if the tokenizer has one), chat, plain (role: content lines) or text (the contents alone, joined by spaces, as the organism reads them)."),
           layer: Optional[int] = typer.Option(None, help="Override the probe's recorded layer."),
           hook: Optional[str] = typer.Option(None, help="Override the probe's recorded hook."),
           too_long: str = typer.Option("skip", help="Transcripts longer than the context: skip (counted), truncate (keep the end) or error."),
