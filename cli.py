@@ -12,6 +12,7 @@ from rich.table import Table
 
 from liedetect.cli.common import (DEFAULT_MODEL, BosOpt, DeviceOpt, ModelOpt, QuietOpt, console, err_console,
                                   friendly_errors, parse_layers, print_table)
+from liedetect.cli.detector import detector_app, report as report_cmd, warn, warn_unknown_tokens
 from liedetect.cli.organism import organism_app
 
 if TYPE_CHECKING:
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, detect and steer truth directions in language models.")
 app.add_typer(organism_app, name="organism")
+app.add_typer(detector_app, name="detector")
+app.command("report")(report_cmd)
 
 
 # ---------------------------------------------------------------- foundation: info, extract
@@ -109,8 +112,11 @@ def train(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
     from probes import make_probe
 
     make_probe(method)  # an unknown method fails before the model loads
+    if not make_probe(method).paired and template != "true-false":
+        warn(f"--template is ignored by {method}, which reads each statement alone; it applies to lat and ccs.")
     dataset = load_dataset(data, n=limit, seed=seed)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
+    warn_unknown_tokens(bridge, dataset.statements, data)
     result = train_probe(bridge, dataset, method, layer, position=position, hook=hook, template=template,
                          test_size=test_size, seed=seed, batch_size=batch_size, progress=not quiet)
     result.meta["model_spec"] = model
@@ -150,6 +156,7 @@ def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
         is_paired(m)  # an unknown method fails before the model loads
     dataset = load_dataset(data, n=limit, seed=seed)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
+    warn_unknown_tokens(bridge, dataset.statements, data)
     result = sweep_model(bridge, dataset, layers=layers, methods=chosen, position=position, hook=hook, template=template,
                          test_size=test_size, kfold=kfold, seed=seed, n_boot=n_boot, batch_size=batch_size,
                          progress=not quiet, group_by=group_by)
@@ -234,7 +241,12 @@ def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved prob
     if spec is None:
         raise ProbeMismatchError(f"{probe} does not record which model it was trained on; pass --model.")
     dataset = load_dataset(data, n=limit, seed=seed)
+    from liedetect.checks import same_training_data
+
+    if same_training_data(saved.meta_, dataset.fingerprint()):
+        warn(f"{data} is the data this probe was trained on, so these numbers are training metrics, not held-out ones.")
     bridge = load_model(spec, device=device)
+    warn_unknown_tokens(bridge, dataset.statements, data)
     fitted = load_probe(probe, model=bridge, layer=layer, hook=hook)
     metrics = evaluate_probe(fitted, bridge, dataset, n_boot=n_boot, seed=seed, batch_size=batch_size, progress=not quiet,
                              bos=bos)
@@ -322,8 +334,9 @@ def steer(probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (
 @app.command()
 @friendly_errors
 def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({messages:[{role,content}], id?, label?}) or CSV statement,label."),
-          probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (PATH.json / PATH.safetensors)."),
+          probe: Optional[Path] = typer.Option(None, "--probe", "-p", help="A saved probe (PATH.json / PATH.safetensors), or use --detector."),
           out: Path = typer.Option(..., "--out", "-o", help="Scores JSONL, one line per transcript, written as they finish."),
+          detector: Optional[Path] = typer.Option(None, "--detector", help="A detector folder: model, probe, layer, format, roles, aggregate and threshold come from it (--control recalibrates)."),
           html_out: Optional[Path] = typer.Option(None, "--html", help="Self-contained HTML report (plus PNG plots next to it)."),
           model: str = ModelOpt,
           control: Optional[Path] = typer.Option(None, help="Honest control transcripts to set the threshold on."),
@@ -345,18 +358,34 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
           quiet: bool = QuietOpt) -> None:
     """Score chat transcripts for deception with a probe; stream JSONL, calibrate, write an HTML report."""
     from liedetect.models import load_model
-    from liedetect.report import save_plots, write_report
     from liedetect.probe_io import load_probe
-    from liedetect.scoring import load_transcripts, message_rows, score_transcripts
+    from liedetect.scoring import load_transcripts, score_transcripts
 
     data = load_transcripts(transcripts, strict=strict)  # bad input fails before a model is loaded
-    bridge = load_model(model, device=device, dtype=dtype)
-    fitted = load_probe(probe, bridge)
+    if detector is not None:  # the detector decides model, probe, layer, format, roles, aggregate and threshold
+        from liedetect.detector import Detector
+
+        det = Detector.load(detector)
+        bridge = load_model(det.model_spec, device=device, dtype=dtype)
+        warn_unknown_tokens(bridge, [m.content for t in data.transcripts for m in t.messages], transcripts.name)
+        result = det.score(bridge, data, out=out, control=control, fpr=fpr if control else None, batch_size=batch_size,
+                           max_batch_tokens=max_batch_tokens, resume=resume, strict=strict, too_long=too_long,
+                           progress=not quiet)
+        for w in det.warnings():
+            warn(w)
+    elif probe is None:
+        from liedetect.errors import DataError
+
+        raise DataError("Pass --detector D (from `liedetect detector train`) or --probe P to say what to score with.")
+    bridge = None if detector is not None else load_model(model, device=device, dtype=dtype)
+    fitted = None if detector is not None else load_probe(probe, bridge)
+    if bridge is not None:
+        warn_unknown_tokens(bridge, [m.content for t in data.transcripts for m in t.messages], transcripts.name)
     ray_options = None
     if engine == "ray":
         ray_options = {"model_factory": functools.partial(load_model, model, device=device, dtype=dtype),
                        "num_actors": actors, "address": ray_address}
-    result = score_transcripts(bridge, fitted, data, out=out, control=control, fpr=fpr,
+    result = result if detector is not None else score_transcripts(bridge, fitted, data, out=out, control=control, fpr=fpr,
                                roles=[r.strip() for r in roles.split(",") if r.strip()], aggregate=aggregate, fmt=fmt,
                                layer=layer, hook=hook, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                                resume=resume, strict=strict, too_long=too_long, engine=engine, ray_options=ray_options,
@@ -371,10 +400,9 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
         print_table("at threshold", [result.metrics.confusion])
     console.print(result.summary())
     if html_out is not None:
-        write_report(result.records, html_out, result.to_dict(), title=f"liedetect: {transcripts.name}")
-        rows = message_rows(result.records, aggregate)
-        plots = save_plots(rows, result.calibration.threshold if result.calibration else None,
-                           html_out.with_suffix(""))
+        from liedetect.report import rebuild_report
+
+        _, plots = rebuild_report(out, html_out, title=f"liedetect: {transcripts.name}")
         console.print(f"report -> {html_out} (plots: {', '.join(p.name for p in plots)})")
     console.print(f"scores -> {out}, summary -> {summary_path}")
 

@@ -119,6 +119,7 @@ def run_demo(out: str | Path = "liedetect-demo", n: int = 400, seed: int = 0, pr
     """Run the whole demo and write tables (JSON/CSV) and plots (PNG) into `out`."""
     from liedetect.organism.behaviour import behaviour
     from liedetect.organism.detect import capture, detection_metrics, fit_truth_probe
+    from liedetect.models import model_id
     from liedetect.progress import progress_bar
 
     t0 = time.perf_counter()
@@ -184,7 +185,7 @@ def run_demo(out: str | Path = "liedetect-demo", n: int = 400, seed: int = 0, pr
 
         # 3. lie detection at the best layer with the LR probe (trained on honest + liar, train entities)
         probe = probes_by[("lr", best_layer)]
-        probe.save(out / "truth_probe", meta={"model_id": getattr(model, "liedetect_id", "organism"), "hook": "resid_post",
+        probe.save(out / "truth_probe", meta={"model_id": model_id(model), "hook": "resid_post",
                                               "layer": best_layer, "position": "last", "d_model": model.cfg.d_model})
         files += ["truth_probe.json", "truth_probe.safetensors"]
         p_true = {name: probe.predict_proba(d.layer(best_layer)) for name, d in test.items()}
