@@ -123,8 +123,9 @@ class Detector:
             position, used_fmt, used_roles = "last token of each statement completed both ways (template)", "plain", ["assistant"]
         else:
             probe, chosen, info = cls._fit_tokens(model, src, method, layers, hook, fmt, list(roles), val_fraction, seed,
-                                                  params, batch_size)
-            position, used_fmt, used_roles = "every token of each scored message", fmt, list(roles)
+                                                  params, batch_size, aggregate)
+            position = "last scored token of each item" if aggregate == "last" else "every token of each scored message"
+            used_fmt, used_roles = fmt, list(roles)
         training = {"data": src["name"], "kind": src["kind"], "method": method, "seed": seed, **info}
         if not probes.is_paired(method) and template != "true-false":
             training["ignored"] = {"template": template}
@@ -137,7 +138,7 @@ class Detector:
                    roles=used_roles, aggregate=aggregate, position=position, training=training)
 
     @staticmethod
-    def _fit_tokens(model, src, method, layers, hook, fmt, roles, val_fraction, seed, params, batch_size):
+    def _fit_tokens(model, src, method, layers, hook, fmt, roles, val_fraction, seed, params, batch_size, aggregate):
         from liedetect.scoring.scorer import training_activations
 
         if src["kind"] == "statements":
@@ -149,6 +150,10 @@ class Detector:
             fingerprint = transcripts_fingerprint(transcripts)[:16]
         acts, labels, owner = training_activations(model, transcripts, layers, hook, roles, fmt, batch_size)
         keep = labels >= 0
+        if aggregate == "last":  # train on the tokens the message score reads: each item's last scored token
+            last = np.zeros(len(owner), dtype=bool)
+            last[np.r_[np.flatnonzero(np.diff(owner)), len(owner) - 1]] = True
+            keep &= last
         if len(set(labels[keep].tolist())) < 2:
             raise DataError(f"{src['name']} needs both honest (label 1) and deceptive (label 0) messages to train a detector.")
         by_layer: Dict[int, float] = {}
