@@ -106,7 +106,7 @@ class Detector:
               aggregate: str = "mean", val_fraction: float = 0.2, seed: int = 0, limit: Optional[int] = None,
               params: Optional[Dict[str, Any]] = None, batch_size: int = 16, progress: bool = False) -> "Detector":
         """Fit a detector on statements (CSV, builtin:NAME), contrast pairs (method lat/ccs) or labelled
-        transcripts (JSONL). `layer=None` chooses the layer on a validation split of the training data."""
+        transcripts (JSONL). `layer`: one layer, or several / None (all) to choose one on a validation split of `data`."""
         from liedetect.models import model_id, resolve_layers
 
         if probes.is_paired(method) and roles != ("assistant",) and list(roles) != ["assistant"]:
@@ -114,9 +114,8 @@ class Detector:
         src = load_training_data(data, limit=limit, seed=seed)
         if fmt == "auto":  # resolved now, so training and scoring render alike: chat template, else bare text
             fmt = "chat" if getattr(model.tokenizer, "chat_template", None) else "text"
-        layers = resolve_layers(layer, model.cfg.n_layers) if layer is not None else list(range(model.cfg.n_layers))
-        if layer is not None and len(layers) != 1:
-            raise DataError(f"A detector reads one layer; {layer!r} names {len(layers)} (pass one, or none to choose on validation data).")
+        # one layer: read it; several ('12-20', '6,12,18') or None (all): choose one on a validation split of `data`
+        layers = resolve_layers(layer if layer is not None else "all", model.cfg.n_layers)
         if probes.is_paired(method):
             probe, chosen, info = cls._fit_pairs(model, src, method, layers, hook, template, val_fraction, seed, params,
                                                  batch_size, progress)
@@ -164,14 +163,16 @@ class Detector:
             val = set(rng.choice(ids, size=max(2, int(len(ids) * val_fraction)), replace=False).tolist())
             is_val = np.array([o in val for o in owner]) & keep
             is_tr = keep & ~is_val
+            quick = params or ({"C": 1.0} if method == "lr" else {})  # one fit per layer, not a CV grid: 30 layers stay cheap
             for layer in layers:
-                p = probes.make_probe(method, seed=seed, **(params or {})).fit(acts[layer][is_tr], labels[is_tr])
+                p = probes.make_probe(method, seed=seed, **quick).fit(acts[layer][is_tr], labels[is_tr])
                 s = -p.decision_function(acts[layer][is_val]).numpy()
                 by_layer[layer] = _message_auroc(s, labels[is_val], owner[is_val])
             chosen = max(layers, key=lambda l: (np.nan_to_num(by_layer[l], nan=-1.0), -l))
         probe = probes.make_probe(method, seed=seed, **(params or {})).fit(acts[chosen][keep], labels[keep])
         info = {"fingerprint": fingerprint, "n_items": len(transcripts), "n_tokens": int(keep.sum()),
-                "layer_choice": "given" if len(layers) == 1 else f"best validation AUROC ({val_fraction:.0%} of the training items held out)",
+                "layer_choice": "given" if len(layers) == 1 else
+                f"best validation AUROC ({val_fraction:.0%} of the training items held out; lr fits at C=1 while choosing)",
                 "validation_auroc_by_layer": {str(k): v for k, v in by_layer.items()}}
         return probe, chosen, info
 

@@ -34,7 +34,7 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
           out: Path = typer.Option(..., "--out", "-o", help="Detector folder to write."),
           model: str = ModelOpt,
           method: str = typer.Option("lr", help="lr, mass-mean, lat, ccs, ... (lat/ccs read contrast pairs of statements)."),
-          layer: Optional[str] = typer.Option(None, "--layer", "-l", help="The layer to read (default: chosen on a validation split of DATA)."),
+          layer: Optional[str] = typer.Option(None, "--layer", "-l", help="The layer to read, or several ('12-20', '6,12,18') to choose one on a validation split of DATA (default: all)."),
           hook: str = typer.Option("resid_post", help="resid_pre, resid_mid, resid_post or out."),
           fmt: str = typer.Option("auto", "--format", help="How chats are rendered: auto (chat template, else bare text), chat, plain or text."),
           template: str = typer.Option("true-false", help="Contrast-pair template (lat, ccs only)."),
