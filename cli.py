@@ -12,7 +12,7 @@ from rich.table import Table
 
 from liedetect.cli.common import (DEFAULT_MODEL, BosOpt, DeviceOpt, ModelOpt, QuietOpt, console, err_console,
                                   friendly_errors, parse_layers, print_table)
-from liedetect.cli.detector import detector_app, report as report_cmd, warn, warn_unknown_tokens
+from liedetect.cli.detector import detector_app, report as report_cmd, require, warn_data, warn_unknown_tokens
 from liedetect.cli.organism import organism_app
 
 if TYPE_CHECKING:
@@ -112,8 +112,7 @@ def train(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
     from probes import make_probe
 
     make_probe(method)  # an unknown method fails before the model loads
-    if not make_probe(method).paired and template != "true-false":
-        warn(f"--template is ignored by {method}, which reads each statement alone; it applies to lat and ccs.")
+    warn_data(method=method, template=template)
     dataset = load_dataset(data, n=limit, seed=seed)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     warn_unknown_tokens(bridge, dataset.statements, data)
@@ -241,10 +240,7 @@ def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved prob
     if spec is None:
         raise ProbeMismatchError(f"{probe} does not record which model it was trained on; pass --model.")
     dataset = load_dataset(data, n=limit, seed=seed)
-    from liedetect.checks import same_training_data
-
-    if same_training_data(saved.meta_, dataset.fingerprint()):
-        warn(f"{data} is the data this probe was trained on, so these numbers are training metrics, not held-out ones.")
+    warn_data(meta=saved.meta_, dataset=dataset, name=data)
     bridge = load_model(spec, device=device)
     warn_unknown_tokens(bridge, dataset.statements, data)
     fitted = load_probe(probe, model=bridge, layer=layer, hook=hook)
@@ -363,25 +359,16 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
     from liedetect.scoring import load_transcripts, score_transcripts
 
     data = load_transcripts(transcripts, strict=strict)  # bad input fails before a model is loaded
-    if detector is not None:  # the detector decides model, probe, layer, format, roles, aggregate and threshold
-        from liedetect.detector import Detector
+    require(detector or probe, "Pass --detector D (from `liedetect detector train`) or --probe P to say what to score with.")
+    if detector is not None:  # model, probe, layer, format, roles, aggregate and threshold come from the detector
+        from liedetect.cli.detector import score_with_detector
 
-        det = Detector.load(detector)
-        bridge = load_model(det.model_spec, device=device, dtype=dtype)
-        warn_unknown_tokens(bridge, [m.content for t in data.transcripts for m in t.messages], transcripts.name)
-        result = det.score(bridge, data, out=out, control=control, fpr=fpr if control else None, batch_size=batch_size,
-                           max_batch_tokens=max_batch_tokens, resume=resume, strict=strict, too_long=too_long,
-                           progress=not quiet)
-        for w in det.warnings():
-            warn(w)
-    elif probe is None:
-        from liedetect.errors import DataError
-
-        raise DataError("Pass --detector D (from `liedetect detector train`) or --probe P to say what to score with.")
+        result = score_with_detector(detector, data, transcripts.name, out=out, control=control, fpr=fpr, device=device, dtype=dtype,
+                                     batch_size=batch_size, max_batch_tokens=max_batch_tokens, resume=resume, strict=strict,
+                                     too_long=too_long, progress=not quiet)
     bridge = None if detector is not None else load_model(model, device=device, dtype=dtype)
     fitted = None if detector is not None else load_probe(probe, bridge)
-    if bridge is not None:
-        warn_unknown_tokens(bridge, [m.content for t in data.transcripts for m in t.messages], transcripts.name)
+    warn_unknown_tokens(bridge, data, transcripts.name)
     ray_options = None
     if engine == "ray":
         ray_options = {"model_factory": functools.partial(load_model, model, device=device, dtype=dtype),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -18,14 +18,58 @@ def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True, markup=True)
 
 
-def warn_unknown_tokens(model: object, texts: list, what: str) -> None:
-    """Warn when more than 5% of the tokens of `texts` are the tokenizer's unknown token."""
+def warn_unknown_tokens(model: Any, texts: Any, what: str) -> None:
+    """Warn when more than 5% of the tokens of `texts` (strings or a TranscriptSet) are the tokenizer's unknown token."""
     from liedetect.checks import unknown_token_rate
 
-    rate = unknown_token_rate(model.tokenizer, texts)  # type: ignore[attr-defined]
+    if model is None:
+        return
+    if hasattr(texts, "transcripts"):
+        texts = [m.content for t in texts.transcripts for m in t.messages]
+    rate = unknown_token_rate(model.tokenizer, list(texts))
     if rate > 0.05:
         warn(f"{rate:.0%} of the tokens of {what} are unknown to this model's tokenizer, so its numbers say little "
              f"about the text; use data in the model's vocabulary (the organism knows only its own world).")
+
+
+def require(value: Any, message: str) -> None:
+    """Raise DataError(message) unless `value` is set."""
+    if not value:
+        from liedetect.errors import DataError
+
+        raise DataError(message)
+
+
+def warn_data(method: Optional[str] = None, template: str = "true-false", meta: Optional[dict] = None, dataset: Any = None,
+              name: str = "") -> None:
+    """Warn about an option the method ignores (--template for single-statement methods) and about evaluating
+    on the very data a probe was trained on (its recorded fingerprint)."""
+    if method is not None:
+        import probes
+
+        if not probes.is_paired(method) and template != "true-false":
+            warn(f"--template is ignored by {method}, which reads each statement alone; it applies to lat and ccs.")
+    if dataset is not None:
+        from liedetect.checks import same_training_data
+
+        if same_training_data(meta or {}, dataset.fingerprint()):
+            warn(f"{name} is the data this probe was trained on, so these numbers are training metrics, not held-out ones.")
+
+
+def score_with_detector(detector: Path, data: Any, name: str, device: str = "auto", dtype: Optional[str] = None,
+                        control: Any = None, fpr: float = 0.01, **kwargs: Any) -> Any:
+    """`liedetect score --detector`: load the detector and its model, warn, score (threshold from the detector
+    unless a control set is given)."""
+    from liedetect.detector import Detector
+    from liedetect.models import load_model
+
+    det = Detector.load(detector)
+    bridge = load_model(det.model_spec, device=device, dtype=dtype)
+    warn_unknown_tokens(bridge, data, name)
+    result = det.score(bridge, data, control=control, fpr=fpr if control else None, **kwargs)
+    for w in det.warnings():
+        warn(w)
+    return result
 
 
 @detector_app.command("train")
@@ -48,9 +92,8 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
     from liedetect.detector import Detector, load_training_data
     from liedetect.models import load_model
 
-    paired = probes.is_paired(method)  # an unknown method fails before the model loads
-    if not paired and template != "true-false":
-        warn(f"--template is ignored by {method}, which reads each statement alone; it applies to lat and ccs.")
+    probes.is_paired(method)  # an unknown method fails before the model loads
+    warn_data(method=method, template=template)
     src = load_training_data(data, limit=limit, seed=seed)
     bridge = load_model(model, device=device, bos=bos)
     texts = list(src["dataset"].statements) if src["kind"] == "statements" else \
