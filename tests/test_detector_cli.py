@@ -88,3 +88,12 @@ def test_unknown_token_rate_against_a_count(organism_model):
     expected = sum(r.count(tok.unk_token_id) for r in ids) / sum(len(r) for r in ids)
     assert unknown_token_rate(tok, texts) == pytest.approx(expected) and expected > 0.3
     assert unknown_token_rate(tok, texts[:1]) == 0.0
+
+
+def test_config_errors_name_the_key(tmp_path):
+    (tmp_path / "bad.yaml").write_text("model: organism\ntrain: a.jsonl\ncontrol: b.jsonl\neval: [c.jsonl]\nlayer: 3\n")
+    code, text = run("detector", "run", tmp_path / "bad.yaml")
+    assert code == 2 and "unknown key(s) layer" in text
+    (tmp_path / "short.yaml").write_text("model: organism\ntrain: a.jsonl\n")
+    code, text = run("detector", "run", tmp_path / "short.yaml")
+    assert code == 2 and "missing control, eval" in text

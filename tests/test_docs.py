@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import shlex
@@ -114,21 +113,12 @@ def test_extraction_finds_blocks_and_markers(tmp_path):
     assert os.path.basename(__file__) == "test_docs.py"
 
 
-@pytest.mark.slow
-def test_first_result_script_follows_the_readme(tmp_path):
-    """experiments/first_result.sh runs the README's liedetect lines (all of them appear in README.md) and works
-    end to end on the organism (SmolLM2's half runs in test_doc_blocks_run[README.md])."""
-    import subprocess
-    import sys
-
+def test_first_result_script_follows_the_readme():
+    """experiments/first_result.sh runs exactly the README's liedetect lines (CI runs those lines themselves, through
+    test_doc_blocks_run[README.md], on the organism and on SmolLM2 when it is installed)."""
     script = ROOT / "experiments" / "first_result.sh"
     readme = (ROOT / "README.md").read_text()
     lines = [l.strip() for l in script.read_text().splitlines() if l.strip().startswith("liedetect ")]
     assert len(lines) >= 9
     for line in lines:
         assert line in readme, f"first_result.sh runs `{line}`, which README.md does not show"
-    env = {**os.environ, "PYTHON": sys.executable, "ORGANISM_ONLY": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    summary = json.loads((tmp_path / "out" / "org-scores.jsonl.summary.json").read_text())
-    assert summary["metrics"]["auroc"] > 0.8 and summary["calibration"]["n_control"] == 200

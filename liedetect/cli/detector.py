@@ -156,6 +156,19 @@ def examples(out: Path = typer.Option(..., "--out", "-o", help="Folder for train
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
+@detector_app.command("run")
+@friendly_errors
+def run(config: Path = typer.Argument(..., help="An experiment config (YAML: model, train, control, eval, method, layers, ...)."),
+        quiet: bool = QuietOpt) -> None:
+    """Train, calibrate and evaluate a detector as a YAML config says; write one results table (CSV + JSON)."""
+    from liedetect.cli.common import print_table
+    from liedetect.configs import read_config, run_config
+
+    rows = run_config(config, progress=not quiet)
+    print_table("results", rows)
+    console.print(f"results -> {Path(read_config(config)['out']) / 'results.csv'}")
+
+
 @friendly_errors
 def report(scores: Path = typer.Argument(..., help="A scores JSONL written by `liedetect score`."),
            out: Path = typer.Option(..., "--out", "-o", help="The HTML report to write (PNG plots go next to it)."),
