@@ -70,6 +70,12 @@ def _statement_transcripts(dataset: Any) -> List[Any]:
             for i, (s, y) in enumerate(zip(dataset.statements, dataset.labels))]
 
 
+def _question(t: Any) -> str:
+    """What a chat is about, for grouped validation: its first message when that is not the scored answer."""
+    first = t.messages[0]
+    return first.content if len(t.messages) > 1 else t.id
+
+
 def _message_auroc(scores: np.ndarray, labels: np.ndarray, owner: np.ndarray) -> float:
     """AUROC of deceptive (label 0) vs honest messages, message score = mean of its token scores."""
     from probes.metrics import auroc
@@ -111,6 +117,10 @@ class Detector:
 
         if probes.is_paired(method) and roles != ("assistant",) and list(roles) != ["assistant"]:
             raise DataError(f"{method} reads contrast pairs of statements; roles do not apply to it.")
+        from liedetect.bos import bos_policy
+
+        if bos_policy(model) != "auto":
+            raise DataError("A detector reads chats as the tokenizer and its chat template write them; load the model with --bos auto.")
         src = load_training_data(data, limit=limit, seed=seed)
         if fmt == "auto":  # resolved now, so training and scoring render alike: chat template, else bare text
             fmt = "chat" if getattr(model.tokenizer, "chat_template", None) else "text"
@@ -158,9 +168,13 @@ class Detector:
         by_layer: Dict[int, float] = {}
         chosen = layers[0]
         if len(layers) > 1:
+            # validation items are whole groups: chats that ask the same question (e.g. one country in several
+            # phrasings) stay on one side, so the layer is not chosen on near-copies of training items
+            group_of = [_question(t) for t in transcripts]
+            groups = sorted(set(group_of[o] for o in np.unique(owner[keep])))
             rng = np.random.default_rng(seed)
-            ids = np.unique(owner[keep])
-            val = set(rng.choice(ids, size=max(2, int(len(ids) * val_fraction)), replace=False).tolist())
+            val_groups = set(rng.choice(len(groups), size=max(2, int(len(groups) * val_fraction)), replace=False).tolist())
+            val = {i for i, g in enumerate(group_of) if groups.index(g) in val_groups} if len(groups) > 2 else set()
             is_val = np.array([o in val for o in owner]) & keep
             is_tr = keep & ~is_val
             quick = params or ({"C": 1.0} if method == "lr" else {})  # one fit per layer, not a CV grid: 30 layers stay cheap
@@ -172,7 +186,7 @@ class Detector:
         probe = probes.make_probe(method, seed=seed, **(params or {})).fit(acts[chosen][keep], labels[keep])
         info = {"fingerprint": fingerprint, "n_items": len(transcripts), "n_tokens": int(keep.sum()),
                 "layer_choice": "given" if len(layers) == 1 else
-                f"best validation AUROC ({val_fraction:.0%} of the training items held out; lr fits at C=1 while choosing)",
+                f"best validation AUROC ({val_fraction:.0%} of the training questions held out; lr fits at C=1 while choosing)",
                 "validation_auroc_by_layer": {str(k): v for k, v in by_layer.items()}}
         return probe, chosen, info
 
