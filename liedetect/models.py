@@ -63,7 +63,10 @@ def load_model(spec: ModelSpec = "organism", device: Optional[str] = None, dtype
     """
     from liedetect.bos import set_bos_policy
 
-    return set_bos_policy(_load(spec, device, dtype, cache), bos)
+    model = set_bos_policy(_load(spec, device, dtype, cache), bos)
+    if isinstance(spec, (str, Path)):
+        model.liedetect_spec = str(spec)  # what to pass to load_model again (detectors record it)
+    return model
 
 
 def _load(spec: ModelSpec, device: Optional[str], dtype, cache: bool) -> Any:
@@ -87,6 +90,8 @@ def _load(spec: ModelSpec, device: Optional[str], dtype, cache: bool) -> Any:
     if gguf_models.is_gguf_spec(spec):
         return _load_gguf(spec, dev, dt, cache)
     local = Path(spec).expanduser()
+    if (local / "organism_config.json").exists():  # an organism checkpoint folder (`liedetect organism train`)
+        return _load_organism_folder(local, dev, dt)
     if local.exists():
         check_model_folder(local)
     target = str(local.resolve()) if local.exists() else spec
@@ -144,6 +149,15 @@ def check_model_folder(folder: Path) -> None:
     if not any(n in TOKENIZER_FILES for n in files):
         raise ModelNotFoundError(f"{folder} holds no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); save the "
                                  f"tokenizer next to the model (tokenizer.save_pretrained(folder)).")
+
+
+def _load_organism_folder(folder: Path, dev: torch.device, dt: Optional[torch.dtype]) -> Any:
+    """An organism checkpoint folder; its id is 'organism' when the weights are the shipped ones, else their sha256."""
+    from liedetect.organism import load_organism, read_config
+
+    sha = read_config(folder).get("weights_sha256", "")
+    shipped = read_config().get("weights_sha256")
+    return _finish(load_organism(device=dev, dtype=dt, path=folder), "organism" if sha == shipped else f"organism:{sha[:12]}")
 
 
 def _folder_tokenizer(folder: str) -> Any:

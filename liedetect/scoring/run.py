@@ -229,12 +229,13 @@ def check_control(cdata: TranscriptSet) -> TranscriptSet:
     return cdata
 
 
-def preflight(transcripts: Union[str, Path], probe: Union[str, Path], out: Union[str, Path], control: Union[None, str, Path] = None,
+def preflight(transcripts: Union[str, Path], probe: Union[None, str, Path], out: Union[str, Path], control: Union[None, str, Path] = None,
               html: Union[None, str, Path] = None, model: Optional[str] = None, fpr: float = 0.01,
-              strict: bool = False, resume: bool = False, **choices: str) -> Tuple[TranscriptSet, Optional[TranscriptSet]]:
+              strict: bool = False, resume: bool = False, detector: Union[None, str, Path] = None,
+              **choices: str) -> Tuple[TranscriptSet, Optional[TranscriptSet]]:
     """Everything a scoring run can check before a model loads: the FPR, the choices (aggregate, fmt, too_long,
-    engine), the inputs, the control set, the probe's files and every output path (none may be an input);
-    returns (transcripts, control set)."""
+    engine), the inputs, the control set, the probe's files (or the detector folder) and every output path
+    (none may be an input); returns (transcripts, control set)."""
     from liedetect.options import check_choice, input_paths, probe_files
     from liedetect.paths import check_outputs
     from liedetect.probe_io import validate_probe_files
@@ -257,7 +258,9 @@ def preflight(transcripts: Union[str, Path], probe: Union[str, Path], out: Union
     if html is not None:
         html = Path(html)
         outputs += [html, html.with_name(html.stem + "_hist.png"), html.with_name(html.stem + "_roc.png")]
-    check_outputs(outputs, input_paths(transcripts, control, model, *probe_files(probe)))
+    probe_inputs = probe_files(probe) if probe is not None else []
+    check_outputs(outputs, input_paths(transcripts, control, model, detector, *probe_inputs))
     check_targets(out, resume)
-    validate_probe_files(probe)
+    if probe is not None:
+        validate_probe_files(probe)
     return data, cdata

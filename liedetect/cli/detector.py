@@ -1,0 +1,180 @@
+"""`liedetect detector ...` (train, calibrate, show, examples) and `liedetect report` (rebuild the HTML)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from liedetect.cli.common import BosOpt, DeviceOpt, ModelOpt, QuietOpt, console, err_console, friendly_errors
+
+detector_app = typer.Typer(no_args_is_help=True, help="Train, calibrate and inspect a deception detector (a folder).")
+
+
+def warn(message: str) -> None:
+    """One yellow sentence on stderr."""
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+
+
+def warn_unknown_tokens(model: Any, texts: Any, what: str) -> None:
+    """Warn when more than 5% of the tokens of `texts` (strings or a TranscriptSet) are the tokenizer's unknown token."""
+    from liedetect.checks import unknown_token_rate
+
+    if model is None:
+        return
+    if hasattr(texts, "transcripts"):
+        texts = [m.content for t in texts.transcripts for m in t.messages]
+    rate = unknown_token_rate(model.tokenizer, list(texts))
+    if rate > 0.05:
+        warn(f"{rate:.0%} of the tokens of {what} are unknown to this model's tokenizer, so its numbers say little "
+             f"about the text; use data in the model's vocabulary (the organism knows only its own world).")
+
+
+def require(value: Any, message: str) -> None:
+    """Raise DataError(message) unless `value` is set."""
+    if not value:
+        from liedetect.errors import DataError
+
+        raise DataError(message)
+
+
+def warn_data(method: Optional[str] = None, template: str = "true-false", meta: Optional[dict] = None, dataset: Any = None,
+              name: str = "") -> None:
+    """Warn about an option the method ignores (--template for single-statement methods) and about evaluating
+    on the very data a probe was trained on (its recorded fingerprint)."""
+    if method is not None:
+        import probes
+
+        if not probes.is_paired(method) and template != "true-false":
+            warn(f"--template is ignored by {method}, which reads each statement alone; it applies to lat and ccs.")
+    if dataset is not None:
+        from liedetect.checks import same_training_data
+
+        if same_training_data(meta or {}, dataset.fingerprint()):
+            warn(f"{name} is the data this probe was trained on, so these numbers are training metrics, not held-out ones.")
+
+
+def score_with_detector(detector: Path, data: Any, name: str, device: str = "auto", dtype: Optional[str] = None,
+                        control: Any = None, fpr: float = 0.01, **kwargs: Any) -> Any:
+    """`liedetect score --detector`: load the detector and its model, warn, score (threshold from the detector
+    unless a control set is given)."""
+    from liedetect.detector import Detector
+    from liedetect.models import load_model
+
+    det = Detector.load(detector)
+    bridge = load_model(det.model_spec, device=device, dtype=dtype)
+    warn_unknown_tokens(bridge, data, name)
+    result = det.score(bridge, data, control=control, fpr=fpr if control is not None else None, **kwargs)
+    for w in det.warnings():
+        warn(w)
+    return result
+
+
+@detector_app.command("train")
+@friendly_errors
+def train(data: str = typer.Argument(..., help="Statements (CSV statement,label or builtin:NAME) or labelled chats (.jsonl)."),
+          out: Path = typer.Option(..., "--out", "-o", help="Detector folder to write."),
+          model: str = ModelOpt,
+          method: str = typer.Option("lr", help="lr, mass-mean, lat, ccs, ... (lat/ccs read contrast pairs of statements)."),
+          layer: Optional[str] = typer.Option(None, "--layer", "-l", help="The layer to read, or several ('12-20', '6,12,18') to choose one on a validation split of DATA (default: all)."),
+          hook: str = typer.Option("resid_post", help="resid_pre, resid_mid, resid_post or out."),
+          fmt: str = typer.Option("auto", "--format", help="How chats are rendered: auto (chat template, else bare text), chat, plain or text."),
+          template: str = typer.Option("true-false", help="Contrast-pair template (lat, ccs only)."),
+          roles: str = typer.Option("assistant", help="Comma-separated roles whose messages are read."),
+          aggregate: str = typer.Option("mean", help="Message score from its token scores: mean, max or last."),
+          limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many statements."),
+          seed: int = typer.Option(0),
+          device: str = DeviceOpt, bos: str = BosOpt, quiet: bool = QuietOpt) -> None:
+    """Train a detector on statements, contrast pairs or labelled chats, and save it as a folder."""
+    import probes
+    from liedetect.detector import Detector, load_training_data
+    from liedetect.models import load_model
+
+    probes.is_paired(method)  # an unknown method fails before the model loads
+    warn_data(method=method, template=template)
+    src = load_training_data(data, limit=limit, seed=seed)
+    bridge = load_model(model, device=device, bos=bos)
+    texts = list(src["dataset"].statements) if src["kind"] == "statements" else \
+        [m.content for t in src["transcripts"] for m in t.messages]
+    warn_unknown_tokens(bridge, texts, data)
+    det = Detector.train(bridge, src["dataset"] if src["kind"] == "statements" else src["transcripts"], method=method,
+                         layer=layer, hook=hook, fmt=fmt, template=template, aggregate=aggregate, seed=seed,
+                         roles=tuple(r.strip() for r in roles.split(",") if r.strip()), progress=not quiet)
+    det.training["data"] = data
+    path = det.save(out)
+    console.print(det.summary(), highlight=False, soft_wrap=True)
+    console.print(f"detector -> {path}")
+
+
+@detector_app.command("calibrate")
+@friendly_errors
+def calibrate(detector: Path = typer.Argument(..., help="A detector folder (from `liedetect detector train`)."),
+              control: Path = typer.Option(..., "--control", help="Honest control chats (.jsonl) that fix the threshold."),
+              fpr: float = typer.Option(0.01, help="False-positive rate on the control messages."),
+              device: str = DeviceOpt, quiet: bool = QuietOpt) -> None:
+    """Set the detector's threshold at a false-positive rate on honest control chats (written into the folder)."""
+    from liedetect.detector import Detector
+    from liedetect.models import load_model
+
+    det = Detector.load(detector)
+    bridge = load_model(det.model_spec, device=device)
+    det.calibrate(bridge, control, fpr=fpr, progress=not quiet)
+    det.save(detector)
+    for w in det.warnings():
+        warn(w)
+    console.print(det.summary(), highlight=False, soft_wrap=True)
+
+
+@detector_app.command("show")
+@friendly_errors
+def show(detector: Path = typer.Argument(..., help="A detector folder."),
+         as_json: bool = typer.Option(False, "--json", help="Print detector.json (machine-readable).")) -> None:
+    """Print what a detector reads, how it was trained and its threshold."""
+    from liedetect.detector import Detector
+
+    det = Detector.load(detector)
+    if as_json:
+        print(json.dumps(det.to_dict(), indent=1))
+        return
+    console.print(det.summary(), highlight=False, soft_wrap=True)
+    for w in det.warnings():
+        warn(w)
+
+
+@detector_app.command("examples")
+@friendly_errors
+def examples(out: Path = typer.Option(..., "--out", "-o", help="Folder for train.jsonl, control.jsonl and test.jsonl."),
+             kind: str = typer.Option("capitals", help="capitals or arithmetic (any chat model), or organism (answered by the organism)."),
+             n: int = typer.Option(200, min=10, help="Chats per file."),
+             seed: int = typer.Option(0)) -> None:
+    """Write small labelled example chats (generated by code) to try a detector on."""
+    from liedetect.example_chats import write_examples
+
+    paths = write_examples(out, kind, n=n, seed=seed)
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@detector_app.command("run")
+@friendly_errors
+def run(config: Path = typer.Argument(..., help="An experiment config (YAML: model, train, control, eval, method, layers, ...)."),
+        quiet: bool = QuietOpt) -> None:
+    """Train, calibrate and evaluate a detector as a YAML config says; write one results table (CSV + JSON)."""
+    from liedetect.cli.common import print_table
+    from liedetect.configs import read_config, run_config
+
+    rows = run_config(config, progress=not quiet)
+    print_table("results", rows)
+    console.print(f"results -> {Path(read_config(config)['out']) / 'results.csv'}")
+
+
+@friendly_errors
+def report(scores: Path = typer.Argument(..., help="A scores JSONL written by `liedetect score`."),
+           out: Path = typer.Option(..., "--out", "-o", help="The HTML report to write (PNG plots go next to it)."),
+           title: Optional[str] = typer.Option(None, help="Page title (default: the scores file's name).")) -> None:
+    """Rebuild the HTML report from a scores file, without rescoring (reads SCORES.summary.json when present)."""
+    from liedetect.report import rebuild_report
+
+    path, plots = rebuild_report(scores, out, title=title)
+    console.print(f"report -> {path} (plots: {', '.join(p.name for p in plots)})")
