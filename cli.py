@@ -12,6 +12,7 @@ from rich.table import Table
 
 from liedetect.cli.common import (DEFAULT_MODEL, BosOpt, DeviceOpt, ModelOpt, QuietOpt, console, err_console,
                                   friendly_errors, parse_layers, print_table)
+from liedetect.cli.methods import blackbox_app, iti_app, tcav_app
 from liedetect.cli.organism import organism_app
 
 if TYPE_CHECKING:
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, detect and steer truth directions in language models.")
 app.add_typer(organism_app, name="organism")
+app.add_typer(iti_app, name="iti")
+app.add_typer(blackbox_app, name="blackbox")
+app.add_typer(tcav_app, name="tcav")
 
 
 # ---------------------------------------------------------------- foundation: info, extract

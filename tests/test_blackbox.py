@@ -109,3 +109,33 @@ def test_pacchiardi_files_read(shared_data):
     assert len(load_followups(shared_data / "pacchiardi" / "probes.csv")) == 65
     qs = load_questions(shared_data / "pacchiardi" / "questions_1000_all.json")
     assert len(qs) >= 1000 and all(q.answer != q.false_answer for q in qs[:50])
+
+
+def test_cli_fit_then_score_on_the_organism(organism_model, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    world = organism_model.organism_world
+    qs = {str(i): {"question": p.text, "answer": "True" if p.truth else "False", "false_answer": "False" if p.truth else "True"}
+          for i, p in enumerate(world.prompts(16, split="heldout", persona="honest", seed=11))}
+    (tmp_path / "qs.json").write_text(json.dumps(qs))
+    follow = [p.text.split("] ", 1)[-1] for p in world.prompts(4, split="train", persona="honest", seed=12)]
+    (tmp_path / "probes.csv").write_text("probe_type,probe\n" + "".join(f"x,{q}\n" for q in follow))
+    runner = CliRunner()
+    common = ["--model", "organism", "--yes", "True", "--no", "False"]
+    result = runner.invoke(app, ["blackbox", "fit", "--questions", str(tmp_path / "qs.json"), "--followups", str(tmp_path / "probes.csv"),
+                                 "--n-questions", "16", "--out", str(tmp_path / "det.json"), *common])
+    assert result.exit_code == 0, result.output
+    assert "auroc" in result.output and len(json.loads((tmp_path / "det.json").read_text())["followups"]) == 4
+    p = world.prompts(1, split="heldout", persona="liar", seed=13)[0]
+    (tmp_path / "t.jsonl").write_text(json.dumps({"id": "a", "messages": [{"role": "user", "content": p.text},
+                                                                          {"role": "assistant", "content": "True"}]}) + "\n")
+    result = runner.invoke(app, ["blackbox", "score", str(tmp_path / "t.jsonl"), "--detector", str(tmp_path / "det.json"), *common])
+    assert result.exit_code == 0 and "p_lie" in result.output, result.output
+    (tmp_path / "bad.csv").write_text("kind,text\nx,y\n")
+    bad = runner.invoke(app, ["blackbox", "fit", "--followups", str(tmp_path / "bad.csv"), "--questions", str(tmp_path / "qs.json"),
+                              "--out", str(tmp_path / "d2.json"), *common])
+    assert bad.exit_code == 2 and "no 'probe' column" in bad.output

@@ -132,3 +132,35 @@ def test_truthfulqa_reads_817_questions(shared_data):
     items = load_truthfulqa(shared_data / "truthfulqa" / "TruthfulQA.csv")
     assert len(items) == 817
     assert all(i.best in i.correct and i.incorrect for i in items)
+
+
+def test_cli_fit_then_eval_on_the_organism(organism_model, tmp_path):
+    import csv
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    world = organism_model.organism_world
+    path = tmp_path / "tqa.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Question", "Best Answer", "Correct Answers", "Incorrect Answers"])
+        for p in world.prompts(40, split="heldout", persona="honest", seed=9):
+            right, wrong = ("True", "False") if p.truth else ("False", "True")
+            w.writerow([p.text, right, right, wrong])
+    runner = CliRunner()
+    args = ["iti", "fit", "--model", "organism", "--data", str(path), "--k", "3", "--template", "{question}", "--out", str(tmp_path / "iti"),
+            "--heatmap", str(tmp_path / "heads.png")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "heads.png").stat().st_size > 1000
+    result = runner.invoke(app, ["iti", "eval", "--model", "organism", "--intervention", str(tmp_path / "iti"), "--data", str(path),
+                                 "--alphas", "0,5", "--json", str(tmp_path / "mc.json")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "mc.json").read_text())
+    assert [r["alpha"] for r in rows] == [0.0, 5.0] and rows[0]["n_questions"] == 20  # the held-out fold
+    assert rows[0]["mc1"] >= 0.9  # the honest organism answers its own world's questions
+    bad = runner.invoke(app, ["iti", "fit", "--model", "organism", "--data", str(tmp_path / "none.csv"), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "No TruthfulQA file" in bad.output

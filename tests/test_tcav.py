@@ -90,3 +90,24 @@ def test_bad_inputs(organism):
         tcav(model, texts["honest"][:2], d, 3, ("True False", "False"))
     with pytest.raises(DataError):
         answer_gradients(model, texts["honest"][:2], 3, ANSWERS, position="middle")
+
+
+def test_cli_tcav_on_the_organism(organism, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--model", "organism", "--data", "builtin:organism", "--limit", "200", "--method", "lr",
+                                 "--layer", "3", "--out", str(tmp_path / "p"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    args = ["tcav", "score", "--probe", str(tmp_path / "p.json"), "--data", "builtin:organism", "--model", "organism",
+            "--template", "[honest] {statement} Answer:", "--limit", "40", "--n-random", "20", "--json", str(tmp_path / "t.json")]
+    result = runner.invoke(app, args + ["--answers", "True,False"])
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "t.json").read_text())
+    assert row["layer"] == 3 and row["n_inputs"] == 40 and len(row["random_scores"]) == 20 and 0 <= row["score"] <= 1
+    bad = runner.invoke(app, args + ["--answers", "True"])
+    assert bad.exit_code == 2 and "two words" in bad.output
