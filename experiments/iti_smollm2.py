@@ -24,8 +24,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "truthfulqa" / 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run(model_name: str = "smollm2", data: Path = DATA, train_questions: int = 150, test_questions: int = 60,
-        max_answers: int = 3, ks=(16, 48), alphas=(5.0, 15.0), seed: int = 0) -> dict:
+def run(model_name: str = "smollm2", data: Path = DATA, train_questions: int = 150, test_questions: int = 40,
+        max_answers: int = 2, ks=(16, 48), alphas=(5.0, 15.0), seed: int = 0) -> dict:
     t0 = time.time()
     model = load_model(model_name)
     items = load_truthfulqa(data)
@@ -62,7 +62,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--train-questions", type=int, default=150)
-    ap.add_argument("--test-questions", type=int, default=60)
+    ap.add_argument("--test-questions", type=int, default=40)
     args = ap.parse_args()
     out = run(args.model, train_questions=args.train_questions, test_questions=args.test_questions)
     print(json.dumps({k: v for k, v in out.items() if k != "accuracies"}, indent=1))
