@@ -12,7 +12,7 @@ own lies (honest vs liar persona, the organism's own greedy answer) and inserted
 answer written in). Train on train-entity transcripts, evaluate on held-out entities; the white-box detector is a
 logistic truth probe at the organism's truth layer (3) read at `Answer:` and compared with the given answer.
 
-    PYTHONPATH=. python experiments/blackbox_smollm2.py [--questions 60] [--followups 65] [--skip-smollm2]
+    PYTHONPATH=. python experiments/blackbox_smollm2.py [--questions 50] [--followups 24] [--skip-smollm2] [--skip-organism]
 """
 
 from __future__ import annotations
@@ -32,16 +32,18 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pacchiardi"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def smollm2_run(n_questions: int = 60, n_followups: int = 65, seed: int = 0) -> dict:
+def smollm2_run(n_questions: int = 50, n_followups: int = 24, seed: int = 0) -> dict:
     t0 = time.time()
     model = load_model("smollm2")
-    followups = load_followups(DATA / "probes.csv", limit=n_followups)
+    followups = load_followups(DATA / "probes.csv")
     qs = load_questions(DATA / "questions_1000_all.json")
     rng = np.random.default_rng(seed)
+    if n_followups < len(followups):  # a seeded random subset: the file is ordered by question type
+        followups = [followups[i] for i in sorted(rng.choice(len(followups), n_followups, replace=False))]
     chosen = [qs[i] for i in rng.permutation(len(qs))[:n_questions]]
     convs, lies, groups = inserted_transcripts(chosen)
     fn = LocalLogProbs(model, batch_size=33)
-    x = followup_features(fn, convs, followups, chunk=len(followups) * 4,
+    x = followup_features(fn, convs, followups, chunk=len(followups),
                           progress=lambda i, n: print(f"{i}/{n} branches, {time.time() - t0:.0f}s", flush=True))
     train, test = split_by_group(groups, 0.5, seed)
     det = FollowupDetector.fit(x[train], lies[train], followups)
@@ -106,10 +108,12 @@ def organism_run(n: int = 150, n_followups: int = 16, seed: int = 0) -> dict:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--questions", type=int, default=60)
-    ap.add_argument("--followups", type=int, default=65)
+    ap.add_argument("--questions", type=int, default=50)
+    ap.add_argument("--followups", type=int, default=24)
     ap.add_argument("--skip-smollm2", action="store_true")
+    ap.add_argument("--skip-organism", action="store_true")
     args = ap.parse_args()
-    print(json.dumps(organism_run(), indent=1))
+    if not args.skip_organism:
+        print(json.dumps(organism_run(), indent=1))
     if not args.skip_smollm2:
         print(json.dumps(smollm2_run(args.questions, args.followups), indent=1))

@@ -33,35 +33,45 @@ def answer_gradients(model: Any, texts: Sequence[str], layer: int, answers: Tupl
 
     position 'last': the residual at the last token only; 'all': moving the residual at every token together
     (the gradients of all positions summed)."""
+    return layer_gradients(model, texts, [layer], answers, hook, position, batch_size)[layer]
+
+
+def layer_gradients(model: Any, texts: Sequence[str], layers: Sequence[int], answers: Tuple[str, str] = (" True", " False"),
+                    hook: str = "resid_post", position: str = "last", batch_size: int = 16) -> Dict[int, torch.Tensor]:
+    """`answer_gradients` at several layers from one forward and backward pass per batch: {layer: [n, d_model]}."""
     from liedetect.activations import encode, pad_batch
 
     if position not in POSITIONS:
         raise DataError(f"Unknown position {position!r}; use one of {', '.join(POSITIONS)}.")
     if not texts:
         raise DataError("No texts to compute TCAV scores on.")
-    name = check_hook(model, layer, hook)
+    names = {layer: check_hook(model, layer, hook) for layer in layers}
     yes, no = (answer_token_id(model.tokenizer, a) for a in answers)
     enc = encode(model, texts)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    out = []
+    out: Dict[int, List[torch.Tensor]] = {layer: [] for layer in names}
     for i in range(0, len(texts), batch_size):
         ids, mask = pad_batch(enc.ids[i:i + batch_size], pad, "right")
         ids, mask = ids.to(device), mask.to(device)
         last = mask.sum(1) - 1
         rows = torch.arange(ids.shape[0], device=device)
-        delta = torch.zeros(ids.shape[0], ids.shape[1], model.cfg.d_model, device=device, requires_grad=True)
+        deltas = {layer: torch.zeros(ids.shape[0], ids.shape[1], model.cfg.d_model, device=device, requires_grad=True)
+                  for layer in names}
 
-        def add(x: torch.Tensor, hook: Any) -> torch.Tensor:
-            return x + delta.to(x.dtype)
+        def add(delta: torch.Tensor):
+            def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
+                return x + delta.to(x.dtype)
+            return fn
 
-        with torch.enable_grad(), model.hooks(fwd_hooks=[(name, add)]):
+        with torch.enable_grad(), model.hooks(fwd_hooks=[(names[layer], add(deltas[layer])) for layer in names]):
             logits = model(ids, attention_mask=mask)[rows, last].float()
             margin = (logits[:, yes] - logits[:, no]).sum()  # rows are independent: one backward for the batch
-            (grad,) = torch.autograd.grad(margin, delta)
-        grad = grad.float() * mask[..., None]
-        out.append((grad[rows, last] if position == "last" else grad.sum(1)).detach().cpu())
-    return torch.cat(out)
+            grads = torch.autograd.grad(margin, [deltas[layer] for layer in names])
+        for layer, grad in zip(names, grads):
+            grad = grad.float() * mask[..., None]
+            out[layer].append((grad[rows, last] if position == "last" else grad.sum(1)).detach().cpu())
+    return {layer: torch.cat(parts) for layer, parts in out.items()}
 
 
 def random_directions(d: int, n: int, seed: int = 0) -> torch.Tensor:

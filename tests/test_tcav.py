@@ -111,3 +111,12 @@ def test_cli_tcav_on_the_organism(organism, tmp_path):
     assert row["layer"] == 3 and row["n_inputs"] == 40 and len(row["random_scores"]) == 20 and 0 <= row["score"] <= 1
     bad = runner.invoke(app, args + ["--answers", "True"])
     assert bad.exit_code == 2 and "two words" in bad.output
+
+
+def test_several_layers_in_one_pass_equal_one_at_a_time(organism):
+    from liedetect.tcav import layer_gradients
+
+    model, _, texts = organism
+    both = layer_gradients(model, texts["liar"][:6], [1, 3], ANSWERS)
+    for layer in (1, 3):
+        assert torch.allclose(both[layer], answer_gradients(model, texts["liar"][:6], layer, ANSWERS), atol=1e-5)
