@@ -32,10 +32,11 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pacchiardi"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def smollm2_run(n_questions: int = 50, n_followups: int = 24, seed: int = 0) -> dict:
+def smollm2_run(n_questions: int = 50, n_followups: int = 24, seed: int = 0, max_chars: int = 300) -> dict:
     t0 = time.time()
     model = load_model("smollm2")
-    followups = load_followups(DATA / "probes.csv")
+    all_followups = load_followups(DATA / "probes.csv")
+    followups = [q for q in all_followups if len(q) <= max_chars]  # CPU budget: the 'Verbose' ones run to ~250 tokens each
     qs = load_questions(DATA / "questions_1000_all.json")
     rng = np.random.default_rng(seed)
     if n_followups < len(followups):  # a seeded random subset: the file is ordered by question type
@@ -52,7 +53,8 @@ def smollm2_run(n_questions: int = 50, n_followups: int = 24, seed: int = 0) -> 
     accurate = [i for i, q in enumerate(followups) if "previous statement accurate" in q]
     single = detection_report(lies[test], -x[test][:, accurate[0]], n_boot=1000, seed=seed) if accurate else None
     order = np.argsort(-np.abs(det.coef))[:5]
-    result = {"model": "smollm2", "seed": seed, "n_questions": n_questions, "n_followups": len(followups),
+    result = {"model": "smollm2", "seed": seed, "n_questions": n_questions, "n_followups": len(followups), "followups": followups,
+              "followup_pool": f"{sum(len(q) <= max_chars for q in all_followups)} of {len(all_followups)} (at most {max_chars} characters)",
               "train_transcripts": int(train.sum()), "test_transcripts": int(test.sum()), "held_out": report,
               "previous_statement_accurate_alone": single,
               "top_followups": [{"question": followups[i], "coef": float(det.coef[i])} for i in order],

@@ -21,6 +21,7 @@ import numpy as np
 from liedetect.activations import extract
 from liedetect.models import load_model
 from liedetect.tcav import layer_gradients, tcav
+from liedetect.zero_shot import answer_margins
 from probes import make_probe
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "truth_is_universal" / "cities.csv"
@@ -41,14 +42,19 @@ def run(n_train: int = 200, n_test: int = 120, n_random: int = 50, seed: int = 0
     y_train, y_test = np.array([int(r["label"]) for r in train]), np.array([int(r["label"]) for r in test])
     acts_train = extract(model, text(train), layers=list(LAYERS), progress=False)
     acts_test = extract(model, text(test), layers=list(LAYERS), progress=False)
-    out = {"model": "smollm2", "data": "cities", "template": TEMPLATE, "answers": ANSWERS, "n_train": n_train, "n_test": n_test,
+    margins = answer_margins(model, text(test), ANSWERS)  # the model's own answer, for context
+    out = {"zero_shot_accuracy": float(((margins > 0) == y_test).mean()),
+           "zero_shot_margin_true_minus_false": float(margins[y_test == 1].mean() - margins[y_test == 0].mean()),
+           "model": "smollm2", "data": "cities", "template": TEMPLATE, "answers": ANSWERS, "n_train": n_train, "n_test": n_test,
            "n_random": n_random, "layers": {}}
     all_grads = layer_gradients(model, text(test), LAYERS, ANSWERS)  # one backward pass serves the three layers
     for layer in LAYERS:
         probe = make_probe("lr", C=1.0).fit(acts_train.layer(layer), y_train)
         acc = float(((probe.predict_proba(acts_test.layer(layer)).detach().cpu().numpy() > 0.5) == y_test).mean())
         grads = all_grads[layer]
-        entry = {"probe_test_accuracy": acc}
+        proj = acts_test.layer(layer).float() @ (probe.direction_.float() / probe.direction_.float().norm())
+        entry = {"probe_test_accuracy": acc,  # the direction points to 'true' when this gap is positive
+                 "projection_gap_true_minus_false": float(proj[y_test == 1].mean() - proj[y_test == 0].mean())}
         for name, mask in (("all", np.ones(len(test), bool)), ("true_statements", y_test == 1), ("false_statements", y_test == 0)):
             r = tcav(model, [], probe.direction_, layer, ANSWERS, n_random=n_random, seed=seed, grads=grads[mask]).to_dict()
             entry[name] = {k: r[k] for k in ("score", "random_mean", "random_std", "p_value_ttest", "p_value_rank", "p_value_magnitude",
