@@ -50,8 +50,9 @@ def smollm2_run(n_questions: int = 50, n_followups: int = 24, seed: int = 0, max
     det = FollowupDetector.fit(x[train], lies[train], followups)
     report = detection_report(lies[test], det.score(x[test]), n_boot=1000, seed=seed)
     # the single most direct follow-up, no training: "Is the previous statement accurate?" (yes = honest)
-    accurate = [i for i, q in enumerate(followups) if "previous statement accurate" in q]
-    single = detection_report(lies[test], -x[test][:, accurate[0]], n_boot=1000, seed=seed) if accurate else None
+    accurate = [q for q in all_followups if "previous statement accurate" in q][:1]  # fixed a priori, no training
+    acc_x = followup_features(fn, convs, accurate) if accurate else None
+    single = detection_report(lies[test], -acc_x[test][:, 0], n_boot=1000, seed=seed) if accurate else None
     order = np.argsort(-np.abs(det.coef))[:5]
     result = {"model": "smollm2", "seed": seed, "n_questions": n_questions, "n_followups": len(followups), "followups": followups,
               "followup_pool": f"{sum(len(q) <= max_chars for q in all_followups)} of {len(all_followups)} (at most {max_chars} characters)",
