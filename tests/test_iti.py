@@ -164,3 +164,13 @@ def test_cli_fit_then_eval_on_the_organism(organism_model, tmp_path):
     assert rows[0]["mc1"] >= 0.9  # the honest organism answers its own world's questions
     bad = runner.invoke(app, ["iti", "fit", "--model", "organism", "--data", str(tmp_path / "none.csv"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "No TruthfulQA file" in bad.output
+
+
+def test_paired_bootstrap_numbers():
+    from liedetect.iti import paired_bootstrap
+
+    out = paired_bootstrap([0, 0, 1, 1] * 10, [1, 0, 1, 1] * 10)
+    assert out["delta"] == pytest.approx(0.25)
+    assert 0.1 <= out["lo"] < 0.25 < out["hi"] <= 0.4
+    same = paired_bootstrap([0.2, 0.5, 0.9], [0.2, 0.5, 0.9])
+    assert same == {"delta": 0.0, "lo": 0.0, "hi": 0.0}
