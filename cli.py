@@ -14,6 +14,7 @@ from liedetect.cli.common import (DEBUG, DEFAULT_MODEL, BosOpt, DataArg, DataFla
                                   console, err_console, escape, friendly_errors, parse_layers, pick_input, print_json,
                                   print_table)
 from liedetect.cli.detector import detector_app, report as report_cmd, require, warn_data, warn_unknown_tokens
+from liedetect.cli.methods import blackbox_app, iti_app, tcav_app
 from liedetect.cli.organism import organism_app
 from liedetect.cli.tables import sweep_choice_table, sweep_layer_table
 from liedetect.options import input_paths, probe_files
@@ -21,6 +22,9 @@ from liedetect.paths import check_outputs
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, detect and steer truth directions in language models.")
 app.add_typer(organism_app, name="organism")
+app.add_typer(iti_app, name="iti")
+app.add_typer(blackbox_app, name="blackbox")
+app.add_typer(tcav_app, name="tcav")
 app.add_typer(detector_app, name="detector")
 app.command("report")(report_cmd)
 

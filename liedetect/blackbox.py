@@ -1,0 +1,263 @@
+"""Black-box lie detection by follow-up questions (Pacchiardi et al., ICLR 2024).
+
+After a suspected answer, each follow-up yes/no question is asked in its own branch of the conversation
+(``[..., user: question, assistant: answer, user: follow-up]``) and the model's next-token log-odds of
+"yes" over "no" is read. The vector of log-odds feeds a logistic regression fitted on known lies and truths.
+
+Only next-token log-probabilities are needed, so any model fits: a *log-prob function* takes a list of
+conversations (lists of ``{"role", "content"}`` dicts) and returns, per conversation, a mapping from
+next-token text to log-probability (an API's top log-probs will do; tokens it lacks count as ``floor``).
+``LocalLogProbs`` is the built-in one: the local model, the tokenizer's chat template (or plain text joined
+by spaces for a model without one, e.g. the organism), the log-probs of the answer words it is asked about.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from liedetect.errors import DataError
+from probes.metrics import auroc, bootstrap_ci, recall_at_fpr
+
+Conversation = List[Dict[str, str]]
+LogProbFn = Callable[[Sequence[Conversation]], Sequence[Mapping[str, float]]]
+YES = ("Yes", " Yes", "yes", " yes")
+NO = ("No", " No", "no", " no")
+FLOOR = -30.0
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_followups(path: Union[str, Path], limit: Optional[int] = None) -> List[str]:
+    """The follow-up questions of probes.csv (column `probe`), in file order; `limit` keeps the first few."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"No follow-up question file at {path}; give the path of pacchiardi/probes.csv.")
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or "probe" not in reader.fieldnames:
+            raise DataError(f"{path} has no 'probe' column; a follow-up file needs the header probe_type,probe.")
+        questions = [row["probe"].strip() for row in reader if (row.get("probe") or "").strip()]
+    if not questions:
+        raise DataError(f"{path} holds no follow-up questions.")
+    return questions[:limit] if limit else questions
+
+
+@dataclass
+class QA:
+    """A question with its true answer and a false one."""
+
+    question: str
+    answer: str
+    false_answer: str
+
+
+def load_questions(path: Union[str, Path], limit: Optional[int] = None) -> List[QA]:
+    """questions_1000_all.json: {id: {question, answer, false_answer, ...}} -> QA items (incomplete entries skipped)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"No question file at {path}; give the path of pacchiardi/questions_1000_all.json.") from None
+    except ValueError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}).") from None
+    rows = raw.values() if isinstance(raw, dict) else raw
+    items = [QA(r["question"].strip(), r["answer"].strip(), r["false_answer"].strip()) for r in rows
+             if isinstance(r, dict) and all(str(r.get(k) or "").strip() for k in ("question", "answer", "false_answer"))]
+    if not items:
+        raise DataError(f"{path} holds no entries with question, answer and false_answer.")
+    return items[:limit] if limit else items
+
+
+def inserted_transcripts(items: Sequence[QA]) -> Tuple[List[Conversation], np.ndarray, np.ndarray]:
+    """Per question one honest and one lying transcript, the false answer written into the assistant turn.
+
+    Returns conversations, labels (1 = lie) and group ids (the question index: split by it)."""
+    convs, labels, groups = [], [], []
+    for q, item in enumerate(items):
+        for lie, answer in ((0, item.answer), (1, item.false_answer)):
+            convs.append([{"role": "user", "content": item.question}, {"role": "assistant", "content": answer}])
+            labels.append(lie)
+            groups.append(q)
+    return convs, np.asarray(labels), np.asarray(groups)
+
+
+# ---------------------------------------------------------------- log-probs
+
+
+class LocalLogProbs:
+    """The built-in log-prob function: the local model's next-token log-probs of the answer words."""
+
+    def __init__(self, model: Any, words: Sequence[str] = YES + NO, batch_size: int = 32, share_prefix: bool = True) -> None:
+        self.model, self.batch_size, self.share_prefix = model, batch_size, share_prefix
+        tok = model.tokenizer
+        self.ids: Dict[str, int] = {}
+        for w in words:
+            ids = tok.encode(w, add_special_tokens=False)
+            if len(ids) == 1 and ids[0] != getattr(tok, "unk_token_id", None):
+                self.ids[w] = int(ids[0])
+        if not self.ids:
+            raise DataError(f"None of the answer words {list(words)} is a single token for this model.")
+
+    def render(self, conv: Conversation) -> str:
+        """The text the model reads: its chat template with the assistant turn opened, else contents joined by spaces."""
+        tok = self.model.tokenizer
+        if getattr(tok, "chat_template", None):
+            return tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+        return " ".join(m["content"] for m in conv)
+
+    def tokens(self, conv: Conversation) -> List[int]:
+        """Token ids of a rendered conversation (a chat template holds its own special tokens)."""
+        tok = self.model.tokenizer
+        templated = bool(getattr(tok, "chat_template", None))
+        return list(tok.encode(self.render(conv), add_special_tokens=not templated))
+
+    def __call__(self, convs: Sequence[Conversation]) -> List[Dict[str, float]]:
+        rows = [self.tokens(c) for c in convs]
+        out: List[Optional[Dict[str, float]]] = [None] * len(rows)
+        groups: Dict[str, List[int]] = {}
+        for i, conv in enumerate(convs):  # branches of one transcript share everything but the last message
+            key = json.dumps(conv[:-1], sort_keys=True) if self.share_prefix else str(i)
+            groups.setdefault(key, []).append(i)
+        for members in groups.values():
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start:start + self.batch_size]
+                logits = self._last_logits([rows[i] for i in chunk])
+                for i, row in zip(chunk, torch.log_softmax(logits, -1)):
+                    out[i] = {w: float(row[t]) for w, t in self.ids.items()}
+        return out  # type: ignore[return-value]
+
+    def _last_logits(self, rows: List[List[int]]) -> torch.Tensor:
+        """Next-token logits after each row; a token prefix common to all rows runs once and its KV cache is reused."""
+        import copy
+
+        from liedetect.activations import pad_batch
+
+        model, tok = self.model, self.model.tokenizer
+        device = next(model.parameters()).device
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        common = 0
+        if self.share_prefix and len(rows) > 1:
+            shortest = min(len(r) for r in rows)
+            while common < shortest - 1 and all(r[common] == rows[0][common] for r in rows):
+                common += 1
+        with torch.inference_mode():
+            cache = None
+            if common >= 8:  # worth sharing; models whose forward returns no HF cache take the plain path
+                prefix = torch.tensor([rows[0][:common]], device=device)
+                cache = model(prefix, return_type="logits_and_cache", use_cache=True)[1]
+            if cache is None:
+                ids, mask = pad_batch(rows, pad, "right")
+                logits = model(ids.to(device), attention_mask=mask.to(device))
+                return logits[torch.arange(len(rows)), mask.sum(1) - 1].float().cpu()
+            cache = copy.deepcopy(cache)
+            cache.batch_repeat_interleave(len(rows))
+            ids, mask = pad_batch([r[common:] for r in rows], pad, "right")
+            full_mask = torch.cat([torch.ones(len(rows), common, dtype=mask.dtype), mask], dim=1)
+            logits = model(ids.to(device), attention_mask=full_mask.to(device), past_key_values=cache)
+            return logits[torch.arange(len(rows)), mask.sum(1) - 1].float().cpu()
+
+
+def log_odds(logprobs: Mapping[str, float], yes: Sequence[str] = YES, no: Sequence[str] = NO, floor: float = FLOOR) -> float:
+    """log P(yes-like) - log P(no-like) from one next-token mapping (missing words count as `floor`)."""
+    def lse(words):
+        vals = np.array([logprobs.get(w, floor) for w in words], dtype=np.float64)
+        return float(np.logaddexp.reduce(vals))
+    return lse(yes) - lse(no)
+
+
+def followup_features(logprob_fn: LogProbFn, transcripts: Sequence[Conversation], followups: Sequence[str],
+                      yes: Sequence[str] = YES, no: Sequence[str] = NO, chunk: int = 256,
+                      progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+    """[n_transcripts, n_followups] log-odds of yes over no, each follow-up asked in its own branch."""
+    if not followups:
+        raise DataError("No follow-up questions to ask.")
+    branches = [list(t) + [{"role": "user", "content": q}] for t in transcripts for q in followups]
+    values: List[float] = []
+    for i in range(0, len(branches), chunk):
+        got = logprob_fn(branches[i:i + chunk])
+        if len(got) != len(branches[i:i + chunk]):
+            raise DataError(f"The log-prob function returned {len(got)} results for {len(branches[i:i + chunk])} prompts.")
+        values.extend(log_odds(g, yes, no) for g in got)
+        if progress:
+            progress(min(i + chunk, len(branches)), len(branches))
+    return np.asarray(values).reshape(len(transcripts), len(followups))
+
+
+# ---------------------------------------------------------------- the detector
+
+
+@dataclass
+class FollowupDetector:
+    """Logistic regression on follow-up log-odds; `score` is P(lie)."""
+
+    followups: List[str]
+    coef: np.ndarray
+    intercept: float
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray, lies: Any, followups: Sequence[str], C: float = 1.0) -> "FollowupDetector":
+        x, y = np.asarray(features, dtype=np.float64), np.asarray(lies).astype(int)
+        if x.ndim != 2 or x.shape[1] != len(followups) or len(x) != len(y):
+            raise DataError(f"Features {x.shape} do not match {len(y)} labels and {len(followups)} follow-up questions.")
+        if len(np.unique(y)) < 2:
+            raise DataError("Training needs both lies and truths.")
+        pipe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+        pipe.fit(x, y)
+        sc, lr = pipe[0], pipe[1]
+        return cls(list(followups), lr.coef_[0].copy(), float(lr.intercept_[0]), sc.mean_.copy(), sc.scale_.copy())
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """P(lie) for each row of follow-up log-odds."""
+        x = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        return 1.0 / (1.0 + np.exp(-(x @ self.coef + self.intercept)))
+
+    def save(self, path: Union[str, Path]) -> Path:
+        """JSON: the follow-up questions and the fitted numbers."""
+        path = Path(path)
+        path.write_text(json.dumps({"format": "liedetect.blackbox/1", "followups": self.followups, "coef": self.coef.tolist(),
+                                    "intercept": self.intercept, "mean": self.mean.tolist(), "scale": self.scale.tolist()}, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "FollowupDetector":
+        try:
+            d = json.loads(Path(path).read_text())
+            assert d.get("format") == "liedetect.blackbox/1"
+            return cls(d["followups"], np.array(d["coef"]), float(d["intercept"]), np.array(d["mean"]), np.array(d["scale"]))
+        except (OSError, ValueError, KeyError, AssertionError):
+            from liedetect.errors import CheckpointError
+            raise CheckpointError(f"{path} is not a black-box detector file; write one with `liedetect blackbox fit`.") from None
+
+
+def split_by_group(groups: Any, test_fraction: float = 0.5, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Boolean train / test masks with every group (question) on one side only."""
+    groups = np.asarray(groups)
+    uniq = np.unique(groups)
+    if len(uniq) < 2:
+        raise DataError("Need at least two questions to hold some out.")
+    rng = np.random.default_rng(seed)
+    n_test = min(len(uniq) - 1, max(1, int(round(test_fraction * len(uniq)))))
+    test = np.isin(groups, rng.choice(uniq, size=n_test, replace=False))
+    return ~test, test
+
+
+def detection_report(lies: Any, scores: Any, n_boot: int = 1000, seed: int = 0) -> Dict[str, float]:
+    """AUROC with a 95% bootstrap interval and recall at 1% FPR (lies are the positives)."""
+    y, s = np.asarray(lies).astype(int), np.asarray(scores, dtype=np.float64)
+    lo, hi = bootstrap_ci(auroc, y, s, n_boot=n_boot, seed=seed)
+    recall, threshold = recall_at_fpr(s[y == 0], s[y == 1], 0.01)
+    return {"auroc": auroc(y, s), "auroc_lo": lo, "auroc_hi": hi, "recall_at_1pct_fpr": recall,
+            "threshold_at_1pct_fpr": threshold, "n_lies": int(y.sum()), "n_truths": int((1 - y).sum())}
