@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find, detect and steer truth directions in language models.")
 app.add_typer(organism_app, name="organism")
 app.add_typer(detector_app, name="detector")
-app.command("report")(report_cmd)
 
 
 # ---------------------------------------------------------------- foundation: info, extract
@@ -394,6 +393,7 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
         console.print(f"report -> {html_out} (plots: {', '.join(p.name for p in plots)})")
     console.print(f"scores -> {out}, summary -> {summary_path}")
 
+app.command("report")(report_cmd)  # liedetect report SCORES.jsonl --out report.html (liedetect/cli/detector.py)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
