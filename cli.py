@@ -26,7 +26,6 @@ app.add_typer(iti_app, name="iti")
 app.add_typer(blackbox_app, name="blackbox")
 app.add_typer(tcav_app, name="tcav")
 app.add_typer(detector_app, name="detector")
-app.command("report")(report_cmd)
 
 
 @app.callback()
@@ -387,6 +386,7 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
         console.print(f"report -> {html_out} (plots: {', '.join(p.name for p in plots)})")
     console.print(escape(f"scores -> {out}, summary -> {summary_path}"), soft_wrap=True)
 
+app.command("report")(report_cmd)  # liedetect report SCORES.jsonl --out report.html (liedetect/cli/detector.py)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -129,7 +129,7 @@ class Detector:
         if probes.is_paired(method):
             probe, chosen, info = cls._fit_pairs(model, src, method, layers, hook, template, val_fraction, seed, params,
                                                  batch_size, progress)
-            position, used_fmt, used_roles = "last token of each statement completed both ways (template)", "plain", ["assistant"]
+            position, used_fmt, used_roles = "last token of each statement completed both ways (template)", fmt, ["assistant"]
         else:
             probe, chosen, info = cls._fit_tokens(model, src, method, layers, hook, fmt, list(roles), val_fraction, seed,
                                                   params, batch_size, aggregate)

@@ -124,3 +124,22 @@ def test_sha_of_weights_names_a_retrained_checkpoint(tmp_path):
     (tmp_path / "organism_config.json").write_text(json.dumps({"weights_sha256": hashlib.sha256(b"x").hexdigest()}))
     with pytest.raises(CheckpointError):
         load_model(str(tmp_path))
+
+
+def test_contrast_pair_path_equals_a_direct_fit_and_refuses_chats(organism_model, chats, one_thread):
+    """lat reads statements completed both ways (template) at the last token: the same probe as fitting probes/
+    directly on those captures; chats are refused for it (they hold no pairs)."""
+    import probes
+    from liedetect.datasets import builtin
+    from liedetect.errors import DataError
+    from liedetect.training import capture_inputs
+    from tests.conftest import cos
+
+    data = builtin("organism", n=120, seed=0)
+    det = Detector.train(organism_model, data, method="lat", layer=2, template="{statement} Answer:")
+    assert det.training["template"] == "{statement} Answer:" and det.position.startswith("last token")
+    sl = capture_inputs(organism_model, data, [2], ["lat"], "last", "resid_post", "{statement} Answer:", progress=False).layer_slice(2)
+    direct = probes.make_probe("lat", seed=0).fit(sl["pos"], sl["neg"], data.labels)
+    assert cos(det.probe.direction_, direct.direction_) > 0.9999
+    with pytest.raises(DataError, match="contrast-pair method"):
+        Detector.train(organism_model, chats["train"], method="lat", layer=2)
