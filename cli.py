@@ -380,7 +380,7 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
                                progress=not quiet)
     summary_path = result.save(out.with_name(out.name + ".summary.json"))
     for problem in result.problems[:10]:
-        err_console.print(f"[yellow]skipped[/] {escape(f'{transcripts} {problem}')}", highlight=False)
+        err_console.print(f"[yellow]skipped[/] {escape(f'{transcripts} {problem}')}", highlight=False, soft_wrap=True)
     if len(result.problems) > 10:
         err_console.print(f"[yellow]skipped[/] {len(result.problems) - 10} more lines (all listed in {summary_path})")
     print_table("messages by group", result.summary_rows())
