@@ -114,6 +114,7 @@ def _bad_probes(good: Path, b: Path) -> None:
     write("notaprobe", js={**sidecar, "format": "something-else"})
     write("wide", js={**sidecar, "d_model": 256, "meta": {**sidecar["meta"], "d_model": 256}})
     write("method", js={**sidecar, "method": "astrology"})
+    write("badlayer", js={**sidecar, "meta": {**sidecar["meta"], "layer": "two"}})
     write("shape", st={**tensors, "coef": tensors["coef"][:-1].contiguous()})
     (b / "garbage.json").write_text(json.dumps(sidecar))
     (b / "garbage.safetensors").write_bytes(b"\x00\x01 not safetensors at all")
@@ -354,6 +355,7 @@ CASES = [
                                                                  "--out", w / "prev" / "s.jsonl"), says="nan"),
     Case("score-probe-no-direction", lambda w: _with(S(w), "--probe", w / B / "nodirection.json"), says="direction"),
     Case("score-probe-unknown-param", lambda w: _with(S(w), "--probe", w / B / "unknownparam.json"), says="colour"),
+    Case("score-probe-layer-not-a-number", lambda w: _with(S(w), "--probe", w / B / "badlayer.json"), says="layer='two'"),
     Case("score-probe-missing", lambda w: _with(S(w), "--probe", w / "nope.json"), says="no saved probe"),
     Case("score-aggregate", lambda w: S(w, "--aggregate", "median"), says="--aggregate"),
     Case("score-format", lambda w: _with(S(w), "--format", "yaml"), says="--format"),
