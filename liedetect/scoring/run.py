@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
-from liedetect.errors import DataError
+from liedetect.errors import DataError, OutputPathError
 from liedetect.scoring.calibration import Calibration, Metrics, calibrate, evaluate, message_rows
 from liedetect.scoring.plan import plan_batches
 from liedetect.scoring.render import Encoding, encode_all
@@ -256,6 +256,8 @@ def preflight(transcripts: Union[str, Path], probe: Union[str, Path], out: Union
     outputs = list(score_outputs(out).values())
     if html is not None:
         html = Path(html)
+        if not html.name or html.is_dir():
+            raise OutputPathError(f"--html {html} is a folder; pass a file path such as report.html.")
         outputs += [html, html.with_name(html.stem + "_hist.png"), html.with_name(html.stem + "_roc.png")]
     check_outputs(outputs, input_paths(transcripts, control, model, *probe_files(probe)))
     check_targets(out, resume)
