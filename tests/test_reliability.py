@@ -248,6 +248,10 @@ def test_cli_prints_markup_like_user_data_literally(tmp_path):
                                    "--format", "text", "-q", "--fpr", "0.5"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "[/g]" in res.output and "[bold]" in res.output and "'[/oops]'" in res.output
+    html = tmp_path / "[" / "x]" / "r.html"  # a path that reads as a closing markup tag
+    res = CliRunner().invoke(app, ["score", str(src), "--probe", str(tmp_path / "p.json"), "--out", str(tmp_path / "s.jsonl"),
+                                   "--format", "text", "-q", "--fpr", "0.5", "--html", str(html)], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and f"report -> {html}" in res.output, res.output
 
 
 # ---------------------------------------------------------------- labels and text

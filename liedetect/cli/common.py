@@ -16,8 +16,8 @@ from rich.table import Table
 
 from liedetect.errors import LiedetectError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(markup=False)  # results hold user data (paths, group names, generated text): never read as markup
+err_console = Console(stderr=True)  # our own messages; user data in them goes through `escape`
 
 DEFAULT_MODEL = "organism"
 
@@ -86,14 +86,14 @@ def print_table(title: str, rows: List[dict]) -> None:
         return
     if len(rows) == 1 and len(rows[0]) > 4:  # one wide record (metrics): a name/value list fits any terminal
         rows = [{"name": k, "value": v} for k, v in rows[0].items()]
-    table = Table(title=escape(title))
+    table = Table(title=title)  # `console` reads no markup: user data in titles and cells prints as it is
     for key in rows[0]:  # numbers keep their width (never split mid-number at 80 columns); text wraps
         cells = [f"{r[key]:.4f}" if isinstance(r.get(key), float) else str(r.get(key)) for r in rows]
         numeric = all(isinstance(r.get(key), (int, float)) for r in rows)
-        table.add_column(escape(str(key)), justify="right" if numeric else "left", overflow="fold",
+        table.add_column(str(key), justify="right" if numeric else "left", overflow="fold",
                          min_width=max(map(len, cells)) if numeric else None)
-    for row in rows:  # cells hold user data (group names): never read them as rich markup
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else escape(str(v)) for v in row.values()])
+    for row in rows:
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
     console.print(table)
 
 

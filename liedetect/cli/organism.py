@@ -16,7 +16,7 @@ organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organi
 @organism_app.command("train")
 @friendly_errors
 def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out", "-o", help="Folder for the new checkpoint."),
-                   seed: int = typer.Option(0, help="Seed of the world, the initialisation and the data order."),
+                   seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed of the world, the initialisation and the data order."),
                    steps: Optional[int] = typer.Option(None, min=1, help="Adam steps (default: the shipped recipe)."),
                    quiet: bool = QuietOpt) -> None:
     """Train the model organism from scratch with the shipped recipe (seed 0 reproduces the shipped files byte for byte)."""

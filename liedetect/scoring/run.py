@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
-from liedetect.errors import DataError
+from liedetect.errors import DataError, OutputPathError
 from liedetect.scoring.calibration import Calibration, Metrics, calibrate, evaluate, message_rows
 from liedetect.scoring.plan import plan_batches
 from liedetect.scoring.render import Encoding, encode_all
@@ -257,6 +257,8 @@ def preflight(transcripts: Union[str, Path], probe: Union[None, str, Path], out:
     outputs = list(score_outputs(out).values())
     if html is not None:
         html = Path(html)
+        if not html.name or html.is_dir():
+            raise OutputPathError(f"--html {html} is a folder; pass a file path such as report.html.")
         outputs += [html, html.with_name(html.stem + "_hist.png"), html.with_name(html.stem + "_roc.png")]
     probe_inputs = probe_files(probe) if probe is not None else []
     check_outputs(outputs, input_paths(transcripts, control, model, detector, *probe_inputs))
