@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from liedetect.iti import answer_texts, capture_heads, fit_iti, lm_loss, load_truthfulqa, mc_scores, plot_head_accuracies, two_fold
+from liedetect.iti import (answer_texts, capture_heads, fit_iti, lm_loss, load_truthfulqa, mc_scores, paired_bootstrap,
+                           plot_head_accuracies, two_fold)
 from liedetect.models import load_model
 from liedetect.steering.directions import NORM_TEXTS
 
@@ -38,14 +39,18 @@ def run(model_name: str = "smollm2", data: Path = DATA, train_questions: int = 1
     iti = fit_iti(acts, labels, groups, k=max(ks), seed=seed)
     acc = iti.accuracies
     neutral = list(NORM_TEXTS)
-    rows = [{"k": 0, "alpha": 0.0, **mc_scores(model, test, max_answers=max_answers), "lm_loss": lm_loss(model, neutral)}]
+    mc = lambda: mc_scores(model, test, max_answers=max_answers, per_question=True)  # noqa: E731
+    rows = [{"k": 0, "alpha": 0.0, **mc(), "lm_loss": lm_loss(model, neutral)}]
+    base = rows[0]
     print(rows[-1], flush=True)
     for k in ks:
         sub = type(iti)(iti.heads[:k], iti.directions[:k], iti.stds[:k], iti.alpha, acc)
         for alpha in alphas:
             with sub.apply(model, alpha=alpha):
-                rows.append({"k": k, "alpha": alpha, **mc_scores(model, test, max_answers=max_answers), "lm_loss": lm_loss(model, neutral)})
-            print(rows[-1], flush=True)
+                rows.append({"k": k, "alpha": alpha, **mc(), "lm_loss": lm_loss(model, neutral)})
+            for m in ("mc1", "mc2"):  # paired over the same held-out questions
+                rows[-1][f"{m}_delta"] = paired_bootstrap(base[f"{m}_each"], rows[-1][f"{m}_each"], seed=seed)
+            print({k: v for k, v in rows[-1].items() if not k.endswith("_each")}, flush=True)
     RESULTS.mkdir(exist_ok=True)
     png = plot_head_accuracies(acc, RESULTS / f"iti_{model_name}.png", f"ITI per-head probe accuracy, {model_name} (TruthfulQA fold A)")
     flat = np.sort(acc.ravel())[::-1]
