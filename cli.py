@@ -268,23 +268,26 @@ def steer(probe: Optional[Path] = typer.Argument(None, metavar="PROBE", show_def
           metric: str = typer.Option("p_true", help="Sweep metric: p_true (probability of ' True' after each prompt) or organism (liar truthfulness)."),
           out: Path = typer.Option(Path("steering-out"), "--out", "-o", help="Folder for the sweep table and plot."),
           gguf: Optional[Path] = typer.Option(None, help="Also write the direction as a llama.cpp control vector (GGUF)."),
-          device: str = DeviceOpt, quiet: bool = QuietOpt) -> None:
+          chat: bool = typer.Option(False, "--chat/--plain", help="Send each prompt as a user turn through the model's chat template (chat models such as smollm2)."),
+          device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
+          quiet: bool = QuietOpt) -> None:
     """Generate with and without steering along a probe's direction, side by side (or sweep alphas with --sweep)."""
     probe = Path(pick_input(probe, probe_flag, "PROBE", "--probe"))
     from liedetect.models import load_model, model_id
     from liedetect.options import check_choice, parse_floats
     from liedetect.probe_io import validate_probe_files
-    from liedetect.steering import SteeringSpec, compare_generations, p_true_metric, steering_sweep
+    from liedetect.steering import SteeringSpec, chat_prompts, compare_generations, p_true_metric, steering_sweep
 
     validate_probe_files(probe)
     alpha_list = parse_floats(alphas, "--alphas") if sweep else []
     check_choice(metric, ("p_true", "organism"), "--metric")
     check_outputs([p for p in (out if sweep else None, gguf) if p], input_paths(model, *probe_files(probe)), folder=[sweep])
-    bridge = load_model(model, device=device)
+    bridge = load_model(model, device=device, dtype=dtype)
     layer_list = parse_layers(layers, bridge.cfg.n_layers) if layers else None
     spec = SteeringSpec.from_probe(probe, layers=layer_list, model=bridge, alpha=alpha, op=op, positions=positions,
                                    scale=scale)
     console.print(spec.summary())
+    texts = chat_prompts(bridge, prompt) if chat else list(prompt)
     if gguf is not None:
         from liedetect.steering.gguf_export import export_gguf
 
@@ -295,7 +298,7 @@ def steer(probe: Optional[Path] = typer.Argument(None, metavar="PROBE", show_def
 
             chosen = organism_truthfulness_metric(bridge)
         else:
-            chosen = p_true_metric(prompt)
+            chosen = p_true_metric(texts)
         result = steering_sweep(bridge, spec, alpha_list, layers=[[layer] for layer in spec.layers] if len(spec.layers) > 1 else None,
                                 metric=chosen, progress=not quiet)
         out.mkdir(parents=True, exist_ok=True)
@@ -304,14 +307,15 @@ def steer(probe: Optional[Path] = typer.Argument(None, metavar="PROBE", show_def
                                                 for r in result.rows])
         console.print(f"{result.summary()}\ntable -> {table_path}\nplot  -> {plot_path}")
         return
-    rows = compare_generations(bridge, prompt, spec, max_new_tokens=max_new_tokens)
+    rows = compare_generations(bridge, texts, spec, max_new_tokens=max_new_tokens)
+    for row, asked in zip(rows, prompt):
+        row["prompt"] = asked  # the user's words, not the template around them
     table = Table(title=f"steering: {spec.op} alpha={spec.alpha:g} at layers {spec.layers}", show_lines=True)
     for column in ("prompt", "unsteered", "steered"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row["prompt"], row["unsteered"], row["steered"])
     console.print(table)
-
 
 
 # ---------------------------------------------------------------- scoring: score

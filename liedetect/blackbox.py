@@ -13,7 +13,6 @@ by spaces for a model without one, e.g. the organism), the log-probs of the answ
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from liedetect.errors import DataError
+from liedetect.paths import read_csv_rows
 from probes.metrics import auroc, bootstrap_ci, recall_at_fpr
 
 Conversation = List[Dict[str, str]]
@@ -40,14 +40,9 @@ FLOOR = -30.0
 
 def load_followups(path: Union[str, Path], limit: Optional[int] = None) -> List[str]:
     """The follow-up questions of probes.csv (column `probe`), in file order; `limit` keeps the first few."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"No follow-up question file at {path}; give the path of pacchiardi/probes.csv.")
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "probe" not in reader.fieldnames:
-            raise DataError(f"{path} has no 'probe' column; a follow-up file needs the header probe_type,probe.")
-        questions = [row["probe"].strip() for row in reader if (row.get("probe") or "").strip()]
+    rows = read_csv_rows(path, ["probe"], "follow-up question", "a follow-up file needs the header probe_type,probe "
+                                                                     "(pacchiardi/probes.csv)")
+    questions = [row["probe"].strip() for row in rows if (row.get("probe") or "").strip()]
     if not questions:
         raise DataError(f"{path} holds no follow-up questions.")
     return questions[:limit] if limit else questions

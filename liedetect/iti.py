@@ -12,7 +12,6 @@ MC2 = the probability mass of the correct answers among all, normalised.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from liedetect.activations import encode, pad_batch
 from liedetect.errors import CheckpointError, DataError, LayerError, SteeringError
+from liedetect.paths import read_csv_rows
 from probes.heads import head_accuracies, mass_mean_directions, top_heads
 
 PROMPT = "Q: {question}\nA:"
@@ -59,23 +59,16 @@ def _split_answers(text: str) -> List[str]:
 
 def load_truthfulqa(path: Union[str, Path], limit: Optional[int] = None) -> List[TQAItem]:
     """Read TruthfulQA.csv (Question, Best Answer, Correct Answers, Incorrect Answers; answers split on ';')."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"No TruthfulQA file at {path}; give the path of TruthfulQA.csv.")
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        need = {"Question", "Best Answer", "Correct Answers", "Incorrect Answers"}
-        if not reader.fieldnames or need - set(reader.fieldnames):
-            raise DataError(f"{path} lacks the columns {sorted(need - set(reader.fieldnames or []))}; use TruthfulQA.csv's header.")
-        items = []
-        for row in reader:
-            best = row["Best Answer"].strip()
-            correct = _split_answers(row["Correct Answers"])
-            if best and best not in correct:
-                correct = [best] + correct
-            incorrect = _split_answers(row["Incorrect Answers"])
-            if row["Question"].strip() and best and incorrect:
-                items.append(TQAItem(row["Question"].strip(), best, correct, incorrect))
+    need = ["Question", "Best Answer", "Correct Answers", "Incorrect Answers"]
+    items = []
+    for row in read_csv_rows(path, need, "TruthfulQA", "use TruthfulQA.csv's header"):
+        best = row["Best Answer"].strip()
+        correct = _split_answers(row["Correct Answers"])
+        if best and best not in correct:
+            correct = [best] + correct
+        incorrect = _split_answers(row["Incorrect Answers"])
+        if row["Question"].strip() and best and incorrect:
+            items.append(TQAItem(row["Question"].strip(), best, correct, incorrect))
     if len(items) < 2:
         raise DataError(f"{path} holds {len(items)} usable questions; ITI needs at least 2.")
     return items[:limit] if limit else items

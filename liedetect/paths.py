@@ -9,7 +9,7 @@ import csv
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
 
 from liedetect.errors import DataError, LockedError, OutputPathError
 
@@ -218,6 +218,20 @@ def open_csv(path: PathLike, what: str = "input") -> Tuple[TextIO, "csv.DictRead
     csv.field_size_limit(min(sys.maxsize, CSV_FIELD_LIMIT))
     fh = Path(path).expanduser().open("r", encoding="utf-8-sig", newline="")
     return fh, csv.DictReader(fh)
+
+
+def read_csv_rows(path: PathLike, columns: Sequence[str], what: str = "input", hint: str = "") -> List[Dict[str, str]]:
+    """Every row of a CSV (strict UTF-8, BOM accepted) as a dict, after checking it has `columns`; a missing file,
+    a missing column or unreadable CSV is one DataError naming the file (`hint` says what the file should be)."""
+    fh, reader = open_csv(path, what)
+    with fh:
+        missing = sorted(set(columns) - set(reader.fieldnames or []))
+        if missing:
+            raise DataError(f"{path} lacks the column(s) {', '.join(missing)}{'; ' + hint if hint else ''}.")
+        try:
+            return list(reader)
+        except csv.Error as exc:
+            raise csv_error(exc, path, reader.line_num) from None
 
 
 def csv_error(exc: csv.Error, path: PathLike, line: int) -> DataError:

@@ -94,7 +94,7 @@ def test_save_load_and_bad_inputs(tmp_path):
     assert np.allclose(again.score(x), det.score(x))
     bad = tmp_path / "probes.csv"
     bad.write_text("type,question\na,b\n")
-    with pytest.raises(DataError, match="no 'probe' column"):
+    with pytest.raises(DataError, match="lacks the column\(s\) probe"):
         load_followups(bad)
     with pytest.raises(DataError, match="do not match"):
         FollowupDetector.fit(np.zeros((4, 3)), [0, 1, 0, 1], FOLLOWUPS)
@@ -138,4 +138,4 @@ def test_cli_fit_then_score_on_the_organism(organism_model, tmp_path):
     (tmp_path / "bad.csv").write_text("kind,text\nx,y\n")
     bad = runner.invoke(app, ["blackbox", "fit", "--followups", str(tmp_path / "bad.csv"), "--questions", str(tmp_path / "qs.json"),
                               "--out", str(tmp_path / "d2.json"), *common])
-    assert bad.exit_code == 2 and "no 'probe' column" in bad.output
+    assert bad.exit_code == 2 and "lacks the column(s) probe" in bad.output

@@ -121,7 +121,7 @@ def test_capture_shape_save_load_and_loss(organism_model, tmp_path):
 def test_bad_inputs(tmp_path):
     bad = tmp_path / "x.csv"
     bad.write_text("Question,Answer\nq,a\n")
-    with pytest.raises(DataError, match="lacks the columns"):
+    with pytest.raises(DataError, match="lacks the column"):
         load_truthfulqa(bad)
     a, b = two_fold(11)
     assert len(a) == 5 and len(b) == 6 and not set(a) & set(b)
@@ -163,7 +163,7 @@ def test_cli_fit_then_eval_on_the_organism(organism_model, tmp_path):
     assert [r["alpha"] for r in rows] == [0.0, 5.0] and rows[0]["n_questions"] == 20  # the held-out fold
     assert rows[0]["mc1"] >= 0.9  # the honest organism answers its own world's questions
     bad = runner.invoke(app, ["iti", "fit", "--model", "organism", "--data", str(tmp_path / "none.csv"), "--out", str(tmp_path / "x")])
-    assert bad.exit_code == 2 and "No TruthfulQA file" in bad.output
+    assert bad.exit_code == 2 and "No TruthfulQA file" in bad.output  # one sentence, from liedetect.paths
 
 
 def test_paired_bootstrap_numbers():

@@ -316,9 +316,13 @@ def test_cli_eval(cli, trained_probe):
 def test_cli_steer_with_the_chat_template(cli, trained_probe, smollm2):
     invoke, _ = cli
     path, _, _ = trained_probe
-    out = invoke("steer", "--probe", path, "--model", "smollm2", "--prompt", chat_prompt(smollm2), "--alpha", "0",
+    out = invoke("steer", path, "--model", "smollm2", "--chat", "--prompt", QUESTION[0]["content"], "--alpha", "0",
                  "--max-new-tokens", "12")
     assert out.count("Paris") >= 2  # alpha 0: the steered and unsteered answers both name Paris
+    assert "<|im_start|>" not in out  # the table shows the question asked, not the template around it
+    from liedetect.steering import chat_prompts
+
+    assert chat_prompts(smollm2, QUESTION[0]["content"]) == [chat_prompt(smollm2)]
 
 
 def test_cli_score(cli, trained_probe):

@@ -8,7 +8,7 @@ metrics), ``orthogonalize`` (bake an ablation into the weights) and ``gguf_expor
 
 from liedetect.steering.checks import as_rows
 from liedetect.steering.directions import NORM_TEXTS, contrast_directions, direction_from_probe, residual_norms
-from liedetect.steering.generation import compare_generations, generate
+from liedetect.steering.generation import chat_prompts, compare_generations, generate
 from liedetect.steering.hooks import Steering, _Tracker, maybe_steer, steer  # noqa: F401  (_Tracker: tests, benchmarks)
 from liedetect.steering.spec import OPS, POSITIONS, SCALES, Positions, SteeringSpec
 from liedetect.steering.sweeps import Metric, SweepResult, organism_truthfulness_metric, p_true_metric, steering_sweep
@@ -16,5 +16,5 @@ from liedetect.steering.sweeps import Metric, SweepResult, organism_truthfulness
 __all__ = [
     "OPS", "POSITIONS", "SCALES", "NORM_TEXTS", "Positions", "Metric", "SteeringSpec", "as_rows",
     "direction_from_probe", "contrast_directions", "residual_norms", "Steering", "steer", "maybe_steer",
-    "generate", "compare_generations", "SweepResult", "p_true_metric", "organism_truthfulness_metric", "steering_sweep",
+    "generate", "compare_generations", "chat_prompts", "SweepResult", "p_true_metric", "organism_truthfulness_metric", "steering_sweep",
 ]

@@ -11,6 +11,20 @@ from liedetect.compat import check_generation_versions
 from liedetect.steering.hooks import maybe_steer
 from liedetect.steering.spec import SteeringSpec
 
+def chat_prompts(model: Any, prompts: Union[str, Sequence[str]], system: Optional[str] = None) -> List[str]:
+    """Each prompt as a user turn (after an optional system turn) through the tokenizer's own chat template,
+    ending where the assistant's answer starts; refused for a tokenizer without one."""
+    from liedetect.errors import SteeringError
+
+    template = getattr(model.tokenizer, "chat_template", None)
+    if not template:
+        raise SteeringError("This model's tokenizer has no chat template; steer plain prompts instead (drop --chat).")
+    prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
+    head = [{"role": "system", "content": system}] if system else []
+    return [model.tokenizer.apply_chat_template(head + [{"role": "user", "content": p}], tokenize=False,
+                                                add_generation_prompt=True) for p in prompt_list]
+
+
 def generate(model: Any, prompts: Union[str, Sequence[str]], spec: Optional[SteeringSpec] = None,
              alpha: Optional[float] = None, max_new_tokens: int = 30, greedy: bool = True, seed: int = 0) -> List[str]:
     """Continuations of each prompt (prompt text excluded), steered by `spec` when given."""
