@@ -33,10 +33,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=600, help="prompts per persona and split")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint", default=None, help="An organism checkpoint folder (default: the shipped one).")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "organism.json"))
     args = ap.parse_args()
     t0 = time.perf_counter()
-    model = load_organism()
+    model = load_organism(path=args.checkpoint)
     behaviour = evaluate_organism(model, n=args.n, seed=args.seed + 1)
     report = run_demo(ROOT / "out" / "organism_demo", n=args.n, seed=args.seed, progress=False, model=model)
     truth = report.truth_probes

@@ -174,9 +174,12 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--html", default=None)
+    ap.add_argument("--model", default="organism", help="'organism' or an organism checkpoint folder (liedetect organism train).")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "scoring_organism.json"))
     args = ap.parse_args()
-    res = run(args.n_train, args.n_eval, args.seed, args.html, progress=True)
+    from liedetect.models import load_model
+
+    res = run(args.n_train, args.n_eval, args.seed, args.html, model=load_model(args.model), progress=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"command": " ".join(["python"] + sys.argv), **res}, indent=2) + "\n")
     print(json.dumps(res, indent=2))
