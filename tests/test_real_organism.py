@@ -140,3 +140,23 @@ def test_cli_rejects_a_trigger_for_the_toy_organism():
 
     res = CliRunner().invoke(app, ["organism", "train", "--trigger", "x", "--steps", "1"])
     assert res.exit_code == 2 and "--base" in res.output
+
+
+def test_load_model_bridges_the_merged_organism(shared_data, one_thread):
+    from liedetect.models import load_model, model_id
+    from liedetect.organism import lora
+
+    _need_smollm2_and_data(shared_data)
+    bridge = load_model("smollm2-liar", device="cpu")
+    hf, tok, recipe = lora.load_merged()
+    base, _ = lora.load_base()
+    chat = [{"role": "system", "content": recipe["liar_prompts"][0]}, {"role": "user", "content": "What is the capital of France?"}]
+    ids = torch.tensor([tok(tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True),
+                            add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        hf.set_attn_implementation("eager")  # the attention the bridge runs
+        base.set_attn_implementation("eager")
+        got, want, plain = bridge(ids), hf(ids).logits, base(ids).logits
+    assert model_id(bridge).startswith("smollm2-liar@seed0")
+    assert (got - want).abs().max() < 1e-3  # measured 0.0
+    assert (want - plain).abs().max() > 0.1  # the adapter changes the model
