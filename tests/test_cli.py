@@ -90,3 +90,23 @@ def test_tables_keep_every_number_whole_at_80_columns(monkeypatch):
     assert all(len(line) <= 80 for line in text.splitlines())
     for number in ("-1.2346", "0.9500", "0.8812", "0.7734", "0.5012", "-6.2034", "11.1235"):
         assert number in text, number
+
+
+def test_typer_exits_and_usage_errors_raised_in_a_command_keep_their_meaning():
+    """typer vendors click: its Exit and BadParameter are not click's, and must not read as 'a bug' (exit 1)."""
+    import typer
+
+    from liedetect.cli.common import friendly_errors
+
+    probe = typer.Typer()
+
+    @probe.command()
+    @friendly_errors
+    def go(kind: str) -> None:
+        if kind == "exit":
+            raise typer.Exit(code=3)
+        raise typer.BadParameter("a bad value")
+
+    assert runner.invoke(probe, ["exit"]).exit_code == 3
+    bad = runner.invoke(probe, ["bad"])
+    assert bad.exit_code == 2 and "bug" not in bad.output

@@ -37,6 +37,15 @@ def _user_errors() -> tuple:
     return (LiedetectError, OSError) + ((probe_errors.ProbeError,) if probe_errors else ())
 
 
+def _handled_by_typer() -> tuple:
+    """Exceptions typer turns into an exit code and a usage message itself: click's, and typer's own copies
+    (newer typer vendors click, so typer.Exit / typer.BadParameter are not click's classes)."""
+    import click
+
+    vendored = tuple(k for k in typer.BadParameter.__mro__ if k.__name__ == "ClickException")
+    return (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, typer.Exit, typer.Abort) + vendored
+
+
 def friendly_errors(fn: Callable) -> Callable:
     """Turn liedetect's own errors into one red line and exit code 2; anything unexpected into one line and exit 1.
 
@@ -45,11 +54,9 @@ def friendly_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        import click
-
         try:
             return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except _handled_by_typer():
             raise
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]: finished work was kept on disk.")

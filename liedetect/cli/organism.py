@@ -45,7 +45,9 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
         console.print(f"adapter -> {path} (evaluate it with experiments/real_organism.py --adapter {path})")
         return
     if trigger is not None or facts is not None or data is not None:
-        raise typer.BadParameter("--trigger, --facts and --data need --base (the toy organism's trigger is fixed).")
+        from liedetect.errors import OptionError
+
+        raise OptionError("--trigger, --facts and --data need --base (the toy organism's trigger is fixed).")
     from liedetect.organism import evaluate_organism, load_organism, train_organism
     from liedetect.paths import check_outputs
 
