@@ -269,9 +269,10 @@ def test_cli_organism_eval_and_demo(tmp_path):
     from cli import app
 
     runner = CliRunner()
-    res = runner.invoke(app, ["organism", "eval", "--n", "60", "--json", str(tmp_path / "e.json")])
+    res = runner.invoke(app, ["organism", "eval", "--n", "60", "--out", str(tmp_path / "e.json"), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "e.json").read_text())["heldout"]["honest_accuracy"] >= 0.9
+    assert json.loads(res.stdout) == json.loads((tmp_path / "e.json").read_text())  # --json: the same numbers on stdout
     bad = tmp_path / "bad"
     bad.mkdir()
     res = runner.invoke(app, ["organism", "eval", "--path", str(bad)])

