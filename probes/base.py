@@ -16,7 +16,7 @@ import json
 import math
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -53,22 +53,26 @@ def library_versions() -> dict[str, str]:
     return {"liedetect": own, "torch": torch.__version__.split("+")[0], "scikit-learn": sklearn.__version__}
 
 
-def _jsonable(x: Any) -> Any:
-    """Convert numpy/torch scalars and containers into plain JSON values."""
+def _jsonable(x: Any, other: Callable[[Any], Any] | None = None) -> Any:
+    """Convert numpy/torch scalars and containers into plain JSON values (NaN and infinities become null).
+
+    Any other value is an error, unless ``other`` converts it (e.g. ``str`` for paths in a printed summary)."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): _jsonable(v, other) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [_jsonable(v, other) for v in x]
     if torch.is_tensor(x):
-        return _jsonable(x.detach().cpu().tolist())
+        return _jsonable(x.detach().cpu().tolist(), other)
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
+        return _jsonable(x.tolist(), other)
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if x is None or isinstance(x, (str, int, float, bool)):
         return x
+    if other is not None:
+        return other(x)
     raise ProbeError(f"Cannot store {type(x).__name__} value {x!r} in a probe's JSON sidecar; pass plain numbers and strings.")
 
 

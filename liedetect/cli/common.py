@@ -131,21 +131,7 @@ JsonOpt = typer.Option(False, "--json", help="Print a machine-readable JSON summ
 def print_json(doc: dict) -> None:
     """One JSON document on stdout (paths as strings, NaN as null): for scripts, never rich markup or wrapping."""
     import json
-    import math
-    from pathlib import PurePath
 
-    def plain(v):
-        if isinstance(v, dict):
-            return {str(k): plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, PurePath):
-            return str(v)
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:  # numpy / torch scalars
-            return plain(v.item())
-        return v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+    from probes.base import _jsonable  # a command has run, so torch is loaded already
 
-    typer.echo(json.dumps(plain(doc), indent=1))
-
+    typer.echo(json.dumps(_jsonable(doc, other=str), indent=1))
