@@ -23,6 +23,7 @@ import numpy as np
 
 import probes
 from liedetect.errors import CheckpointError, DataError, ProbeMismatchError
+from liedetect.probe_io import read_probe
 
 FORMAT = "liedetect-detector"
 FORMAT_VERSION = 1
@@ -311,7 +312,7 @@ class Detector:
             raise CheckpointError(f"{meta_path} is not valid JSON ({exc}); retrain or re-save the detector.") from None
         if d.get("format") != FORMAT:
             raise CheckpointError(f"{meta_path} is not a liedetect detector file (format={d.get('format')!r}).")
-        probe = probes.load(folder / d.get("probe", PROBE_NAME))
+        probe = read_probe(folder / d.get("probe", PROBE_NAME))
         keep = {k: d[k] for k in ("model_id", "model_spec", "layer", "hook", "method", "fmt", "roles", "aggregate",
                                   "position", "bos", "training", "calibration") if k in d}
         det = cls(probe=probe, **keep)

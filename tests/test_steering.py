@@ -367,3 +367,22 @@ def test_cli_steer_prints_both_generations_and_rejects_nan(tiny_model, tmp_path,
     assert (tmp_path / "sw" / "steering_sweep.json").exists() and (tmp_path / "sw" / "steering_sweep.png").exists()
     bad = runner.invoke(cli.app, ["steer", "--model", "tiny", "--probe", str(path), "--alpha", "nan"])
     assert bad.exit_code == 2 and "finite" in bad.output
+
+
+def test_a_probe_file_with_nan_weights_is_refused_before_steering(tmp_path):
+    """Python callers get the same probe-file checks as the CLI: a NaN direction is one error, not NaN steering."""
+    from safetensors.torch import load_file, save_file
+
+    from liedetect.errors import CheckpointError
+    from liedetect.steering import direction_from_probe
+    from probes import MassMeanProbe
+
+    x, y = torch.randn(40, 16, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 2
+    path = MassMeanProbe().fit(x + 2.0 * y[:, None] * _unit(16, 3), y).save(tmp_path / "p", meta={"layer": 1})
+    assert torch.isfinite(direction_from_probe(path)[0]).all()
+    weights = tmp_path / "p.safetensors"
+    tensors = load_file(weights)
+    tensors["direction"] = torch.full_like(tensors["direction"], float("nan"))
+    save_file(tensors, weights)
+    with pytest.raises(CheckpointError, match="(?i)finite|nan"):
+        direction_from_probe(path)

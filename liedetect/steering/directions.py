@@ -29,12 +29,11 @@ def direction_from_probe(probe: Any) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """The unit direction and metadata of a saved probe (path) or of a fitted probe object."""
     meta: Dict[str, Any] = {}
     if isinstance(probe, (str, Path)):
-        import probes
-
+        from liedetect.probe_io import read_probe
         from probes.errors import ProbeError
 
         try:
-            obj = probes.load(probe)
+            obj = read_probe(probe)  # the files' checks first (finite weights, keys, width), as every command does
         except ProbeError as exc:
             raise SteeringError(f"Cannot read the probe at {probe}: {exc}") from None
         meta["path"] = str(probe)
