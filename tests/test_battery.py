@@ -91,6 +91,8 @@ def ws(tmp_path_factory) -> Path:
     (b / "foreign.jsonl").write_text("my own notes, not scores\n")
     (b / "afile").write_text("a regular file\n")
     (b / "adir").mkdir()
+    for sub in ("pacchiardi", "truth_is_universal", "repe"):  # the folders `organism catch` looks for, empty
+        (w / "facts" / sub).mkdir(parents=True)
     (b / "ro").mkdir()
     os.chmod(b / "ro", 0o555)
     _bad_probes(w / "p", b)
@@ -388,6 +390,13 @@ CASES = [
     Case("organism-eval-out-under-file", lambda w: ["organism", "eval", "--out", w / B / "afile" / "r.json"], says="not a folder"),
     Case("organism-eval-out-is-directory", lambda w: ["organism", "eval", "--out", w / B / "adir"], says="folder"),
     Case("organism-eval-n-1", lambda w: ["organism", "eval", "--n", "1"], usage=True),
+    Case("organism-train-base-behaviours-bad", lambda w: ["organism", "train", "--base", "smollm2", "--behaviours", "liar,cheat"], says="--behaviours"),
+    Case("organism-train-behaviours-without-base", lambda w: ["organism", "train", "--behaviours", "liar"], says="need --base"),
+    Case("organism-catch-data-missing", lambda w: ["organism", "catch", "--data", w / "nope"], says="no pacchiardi"),
+    Case("organism-catch-detector-bad", lambda w: ["organism", "catch", "--data", w / "facts", "--detector", "tcav"], says="--detector"),
+    Case("organism-catch-adapter-missing", lambda w: ["organism", "catch", "--data", w / "facts", "--adapter", w / "nope"], says="recipe.json"),
+    Case("organism-catch-out-is-file", lambda w: ["organism", "catch", "--data", w / "facts", "--out", w / B / "afile"], says="is a file"),
+    Case("organism-catch-facts-1", lambda w: ["organism", "catch", "--facts", "1"], usage=True),
     Case("unknown-command", lambda w: ["frobnicate"], usage=True),
     Case("unknown-option", lambda w: S(w, "--colour", "red"), usage=True),
 ]

