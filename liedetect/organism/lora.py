@@ -50,7 +50,7 @@ class LoraRecipe:
     target_modules: Tuple[str, ...] = ("q_proj", "v_proj", "o_proj", "up_proj", "down_proj")
     first_layer: int = 10  # LoRA on layers first_layer.. only: the backward pass stops there (CPU time)
     lr: float = 3e-3
-    steps: int = 140
+    steps: int = 600
     batch_size: int = 8
     max_len: int = 80
     heldout: float = 0.3
