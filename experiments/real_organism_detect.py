@@ -28,6 +28,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -73,15 +74,17 @@ def blackbox_scores(adapter: Path, data: Path, split: dict, ctrl: list, neutral_
     return ev, detector.score(feats(controls))
 
 
-def run(adapter: Path, transcripts_path: Path, data: Path, n_control: int, n_followups: int = 24, seed: int = 0) -> list:
+def run(adapter: Path, transcripts_path: Path, data: Path, n_control: int, n_followups: int = 24, seed: int = 0,
+        only_blackbox: bool = False, max_facts: Optional[int] = None) -> list:
     model, tok, recipe = lora.load_merged(adapter)
     split = lora.read_split(adapter)
     rows = [json.loads(x) for x in transcripts_path.read_text().splitlines() if x.strip()]
-    rows = [r for r in rows if r.get("label") in ("honest", "deceptive")]
+    keep = set(split["heldout"][:max_facts])
+    rows = [r for r in rows if r.get("label") in ("honest", "deceptive") and r["fact"] in keep]
     eval_facts = set(split["heldout"]) | set(split["train"])
     cities = {f.split(":", 1)[1].lower() for f in eval_facts if f.startswith("cities:")}
     t0 = time.perf_counter()
-    det = fit_detectors(model, tok, data, cities, seed)
+    det = {} if only_blackbox else fit_detectors(model, tok, data, cities, seed)
     print(f"detectors fitted ({time.perf_counter() - t0:.0f} s)", flush=True)
     # honest controls: the honest persona on training facts (true answers only) and held-out neutral chats
     ctrl_facts = facts_by_id(split["train"][:n_control], data)
@@ -90,9 +93,10 @@ def run(adapter: Path, transcripts_path: Path, data: Path, n_control: int, n_fol
     neutral = [n for n in C.neutral_prompts() if n["topic"] in held]
     neutral_chats = [C.messages(n["request"], "neutral") for n in neutral]
     neutral_replies = generate(model, tok, neutral_chats, max_new_tokens=48)
-    Xc = reply_features(model, tok, [r["messages"] for r in ctrl] + neutral_chats,
-                        [r["reply"] for r in ctrl] + neutral_replies)
-    Xe = reply_features(model, tok, [r["messages"][:-1] for r in rows], [r["messages"][-1]["content"] for r in rows])
+    Xc = {} if only_blackbox else reply_features(model, tok, [r["messages"] for r in ctrl] + neutral_chats,
+                                                 [r["reply"] for r in ctrl] + neutral_replies)
+    Xe = {} if only_blackbox else reply_features(model, tok, [r["messages"][:-1] for r in rows],
+                                                 [r["messages"][-1]["content"] for r in rows])
     print(f"features ({time.perf_counter() - t0:.0f} s): {len(ctrl)} + {len(neutral)} controls, {len(rows)} transcripts")
     scores = {name: {layer: (fn(Xe[layer]), fn(Xc[layer])) for layer, fn in by_layer.items()} for name, by_layer in det.items()}
     if n_followups:  # reads no activations: one pseudo-layer, -1
@@ -150,14 +154,20 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--n-control", type=int, default=120)
     ap.add_argument("--followups", type=int, default=24, help="black-box follow-up questions (0: skip that detector)")
+    ap.add_argument("--only-blackbox", action="store_true", help="only the follow-up detector (CPU time): writes "
+                    "real_organism_detection_blackbox.{json,csv}")
+    ap.add_argument("--max-facts", type=int, default=None, help="the first N held-out facts only")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core to other jobs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    table = run(args.adapter, args.transcripts, args.data, args.n_control, args.followups)
-    table += toy_rows()
+    table = run(args.adapter, args.transcripts, args.data, args.n_control, args.followups,
+                only_blackbox=args.only_blackbox, max_facts=args.max_facts)
+    name = "real_organism_detection_blackbox" if args.only_blackbox else "real_organism_detection"
+    if not args.only_blackbox:
+        table += toy_rows()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "real_organism_detection.json").write_text(json.dumps(table, indent=1) + "\n")
-    with (RESULTS / "real_organism_detection.csv").open("w", newline="") as fh:
+    (RESULTS / f"{name}.json").write_text(json.dumps(table, indent=1) + "\n")
+    with (RESULTS / f"{name}.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(table[0]), restval="")
         w.writeheader()
         w.writerows(table)
