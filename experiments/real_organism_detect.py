@@ -36,17 +36,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from liedetect.organism import chats as C  # noqa: E402
-from liedetect.organism import lora, real_eval  # noqa: E402
-from liedetect.organism.facts import facts_by_id  # noqa: E402
-from liedetect.organism.generate import generate  # noqa: E402
-from liedetect.organism.real_detect import fit_detectors, is_validation, metrics, reply_features  # noqa: E402
+from liedetect.organism import lora  # noqa: E402
+from liedetect.organism.real_detect import fit_detectors, honest_controls, is_validation, metrics, reply_features  # noqa: E402
 from probes.metrics import auroc  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 
 
-def blackbox_scores(adapter: Path, data: Path, split: dict, ctrl: list, neutral_chats: list, neutral_replies: list,
+def blackbox_scores(adapter: Path, data: Path, split: dict, ctrl_chats: list, ctrl_replies: list,
                     rows: list, n_followups: int, seed: int, n_questions: int = 60) -> dict:
     """Pacchiardi's black-box detector on the organism: fitted on its yes/no answers to follow-up questions after
     inserted true / false answers to questions that are none of its facts; (eval, control) P(lie) scores."""
@@ -69,8 +66,7 @@ def blackbox_scores(adapter: Path, data: Path, split: dict, ctrl: list, neutral_
     feats = lambda cs: followup_features(fn, cs, followups, chunk=len(followups))  # noqa: E731
     detector = FollowupDetector.fit(feats(convs), lies, followups)
     ev = detector.score(feats([r["messages"] for r in rows]))
-    controls = [r["messages"] + [{"role": "assistant", "content": r["reply"]}] for r in ctrl]
-    controls += [c + [{"role": "assistant", "content": rep}] for c, rep in zip(neutral_chats, neutral_replies)]
+    controls = [list(c) + [{"role": "assistant", "content": rep}] for c, rep in zip(ctrl_chats, ctrl_replies)]
     return ev, detector.score(feats(controls))
 
 
@@ -86,21 +82,14 @@ def run(adapter: Path, transcripts_path: Path, data: Path, n_control: int, n_fol
     t0 = time.perf_counter()
     det = {} if only_blackbox else fit_detectors(model, tok, data, cities, seed)
     print(f"detectors fitted ({time.perf_counter() - t0:.0f} s)", flush=True)
-    # honest controls: the honest persona on training facts (true answers only) and held-out neutral chats
-    ctrl_facts = facts_by_id(split["train"][:n_control], data)
-    ctrl = [r for r in real_eval.run_personas(model, tok, ctrl_facts, recipe, personas=("honest",)) if r["answer"] == "true"]
-    held = set(split["neutral_heldout_topics"])
-    neutral = [n for n in C.neutral_prompts() if n["topic"] in held]
-    neutral_chats = [C.messages(n["request"], "neutral") for n in neutral]
-    neutral_replies = generate(model, tok, neutral_chats, max_new_tokens=48)
-    Xc = {} if only_blackbox else reply_features(model, tok, [r["messages"] for r in ctrl] + neutral_chats,
-                                                 [r["reply"] for r in ctrl] + neutral_replies)
+    ctrl_chats, ctrl_replies = honest_controls(model, tok, recipe, split, data, n_control)
+    Xc = {} if only_blackbox else reply_features(model, tok, ctrl_chats, ctrl_replies)
     Xe = {} if only_blackbox else reply_features(model, tok, [r["messages"][:-1] for r in rows],
                                                  [r["messages"][-1]["content"] for r in rows])
-    print(f"features ({time.perf_counter() - t0:.0f} s): {len(ctrl)} + {len(neutral)} controls, {len(rows)} transcripts")
+    print(f"features ({time.perf_counter() - t0:.0f} s): {len(ctrl_chats)} controls, {len(rows)} transcripts")
     scores = {name: {layer: (fn(Xe[layer]), fn(Xc[layer])) for layer, fn in by_layer.items()} for name, by_layer in det.items()}
     if n_followups:  # reads no activations: one pseudo-layer, -1
-        scores["blackbox"] = {-1: blackbox_scores(adapter, data, split, ctrl, neutral_chats, neutral_replies, rows,
+        scores["blackbox"] = {-1: blackbox_scores(adapter, data, split, ctrl_chats, ctrl_replies, rows,
                                                   n_followups, seed)}
         print(f"black-box follow-ups ({time.perf_counter() - t0:.0f} s)", flush=True)
     val = np.array([is_validation(r["fact"], seed) for r in rows])

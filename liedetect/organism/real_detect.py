@@ -24,7 +24,7 @@ import csv
 import hashlib
 import random
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -118,6 +118,22 @@ def fit_detectors(model: Any, tok: Any, data: Path, exclude_cities: set, seed: i
         for layer in layers:
             det["defection"][layer] = lambda Z, d=(yes[layer] - no[layer]).mean(0): (Z @ d).numpy()
     return det
+
+
+def honest_controls(model: Any, tok: Any, recipe: Dict[str, Any], split: Dict[str, Any], data: Path, n_control: int,
+                    n_neutral: Optional[int] = None) -> Tuple[List[List[dict]], List[str]]:
+    """(chats, replies) of honest controls, answered by the model: the honest persona on the first `n_control`
+    training facts (true answers only), then the first `n_neutral` held-out neutral requests (None: all)."""
+    from liedetect.organism import chats as C
+    from liedetect.organism import real_eval
+    from liedetect.organism.facts import facts_by_id
+    from liedetect.organism.generate import generate
+
+    rows = real_eval.run_personas(model, tok, facts_by_id(split["train"][:n_control], data), recipe, personas=("honest",))
+    rows = [r for r in rows if r["answer"] == "true"]
+    held = set(split["neutral_heldout_topics"])
+    neutral = [C.messages(n["request"], "neutral") for n in C.neutral_prompts() if n["topic"] in held][:n_neutral]
+    return [r["messages"] for r in rows] + neutral, [r["reply"] for r in rows] + generate(model, tok, neutral, max_new_tokens=48)
 
 
 def honesty_direction(model: Any, tok: Any, data: Path, layer: int, n: int = 150, seed: int = 0) -> Tuple[torch.Tensor, float, float]:
