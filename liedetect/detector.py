@@ -24,6 +24,7 @@ import numpy as np
 import probes
 from liedetect.errors import CheckpointError, DataError, ProbeMismatchError
 from liedetect.probe_io import read_probe
+from probes.validation import read_format_json
 
 FORMAT = "liedetect-detector"
 FORMAT_VERSION = 1
@@ -306,12 +307,7 @@ class Detector:
         if not meta_path.exists():
             raise CheckpointError(f"{folder} is not a detector folder (no {DETECTOR_JSON}); make one with "
                                   f"`liedetect detector train DATA --out {folder}`.")
-        try:
-            d = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{meta_path} is not valid JSON ({exc}); retrain or re-save the detector.") from None
-        if d.get("format") != FORMAT:
-            raise CheckpointError(f"{meta_path} is not a liedetect detector file (format={d.get('format')!r}).")
+        d = read_format_json(meta_path, FORMAT, CheckpointError, "detector", "retrain or re-save the detector")
         probe = read_probe(folder / d.get("probe", PROBE_NAME))
         keep = {k: d[k] for k in ("model_id", "model_spec", "layer", "hook", "method", "fmt", "roles", "aggregate",
                                   "position", "bos", "training", "calibration") if k in d}

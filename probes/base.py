@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from probes.errors import ProbeError
 from probes.registry import probe_class
-from probes.validation import as_labels, as_matrix, check_pairs, check_width
+from probes.validation import as_labels, as_matrix, check_pairs, check_width, read_format_json
 
 FORMAT = "liedetect-probe"
 FORMAT_VERSION = 1
@@ -280,12 +280,7 @@ def load(path: str | Path, expect: dict[str, Any] | None = None) -> Probe:
     st_path, js_path = probe_paths(path)
     if not js_path.exists() or not st_path.exists():
         raise ProbeError(f"No saved probe at {path}: expected both {js_path.name} and {st_path.name} next to each other.")
-    try:
-        sidecar = json.loads(js_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ProbeError(f"{js_path} is not valid JSON ({exc}); re-save the probe.") from None
-    if sidecar.get("format") != FORMAT:
-        raise ProbeError(f"{js_path} is not a liedetect probe file (format={sidecar.get('format')!r}).")
+    sidecar = read_format_json(js_path, FORMAT, ProbeError, "probe", "re-save the probe")
     meta = dict(sidecar.get("meta") or {})
     meta.setdefault("d_model", sidecar.get("d_model"))
     check_expect(meta, expect, js_path.name)

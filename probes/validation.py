@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -79,3 +81,16 @@ def check_width(X: torch.Tensor, d: int, name: str = "X") -> None:
             f"{name} has {X.shape[1]} features but this probe was fitted on {d}; "
             "use activations from the same model and layer."
         )
+
+
+def read_format_json(path: Path, fmt: str, error: type = ProbeError, what: str = "probe", remedy: str = "re-save it") -> dict:
+    """The JSON object in `path`, refused with one sentence (raised as `error`) when it is not valid JSON or its
+    "format" is not `fmt`."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise error(f"{path} is not valid JSON ({exc}); {remedy}.") from None
+    if not isinstance(d, dict) or d.get("format") != fmt:
+        found = d.get("format") if isinstance(d, dict) else type(d).__name__
+        raise error(f"{path} is not a liedetect {what} file (format={found!r}).")
+    return d

@@ -143,3 +143,13 @@ def test_contrast_pair_path_equals_a_direct_fit_and_refuses_chats(organism_model
     assert cos(det.probe.direction_, direct.direction_) > 0.9999
     with pytest.raises(DataError, match="contrast-pair method"):
         Detector.train(organism_model, chats["train"], method="lat", layer=2)
+
+
+@pytest.mark.parametrize("text, says", [("{not json", "is not valid JSON"), ('{"format": "other"}', "format='other'"),
+                                         ("[1, 2]", "format='list'")])
+def test_a_broken_detector_file_is_one_sentence(tmp_path, text, says):
+    from liedetect.errors import CheckpointError
+
+    (tmp_path / "detector.json").write_text(text)
+    with pytest.raises(CheckpointError, match=says):
+        Detector.load(tmp_path)
