@@ -43,13 +43,12 @@ from probes.metrics import auroc  # noqa: E402
 RESULTS = ROOT / "experiments" / "results"
 
 
-def blackbox_scores(adapter: Path, data: Path, split: dict, ctrl_chats: list, ctrl_replies: list,
+def blackbox_scores(model, tok, data: Path, split: dict, ctrl_chats: list, ctrl_replies: list,
                     rows: list, n_followups: int, seed: int, n_questions: int = 60) -> dict:
     """Pacchiardi's black-box detector on the organism: fitted on its yes/no answers to follow-up questions after
     inserted true / false answers to questions that are none of its facts; (eval, control) P(lie) scores."""
-    from liedetect.blackbox import (FollowupDetector, LocalLogProbs, followup_features, inserted_transcripts,
+    from liedetect.blackbox import (FollowupDetector, HFCausalLM, LocalLogProbs, followup_features, inserted_transcripts,
                                     load_followups, load_questions)
-    from liedetect.models import load_model
 
     followups = [q for q in load_followups(data / "pacchiardi" / "probes.csv") if len(q) <= 300]
     rng = np.random.default_rng(seed)
@@ -61,8 +60,7 @@ def blackbox_scores(adapter: Path, data: Path, split: dict, ctrl_chats: list, ct
     pool = [qs[raw[k]["question"].strip()] for k in keys if raw[k]["question"].strip() in qs]
     chosen = [pool[i] for i in rng.permutation(len(pool))[:n_questions]]
     convs, lies, _ = inserted_transcripts(chosen)
-    fn = LocalLogProbs(load_model(str(adapter), device="cpu"),
-                       batch_size=len(followups))
+    fn = LocalLogProbs(HFCausalLM(model, tok), batch_size=len(followups))
     feats = lambda cs: followup_features(fn, cs, followups, chunk=len(followups))  # noqa: E731
     detector = FollowupDetector.fit(feats(convs), lies, followups)
     ev = detector.score(feats([r["messages"] for r in rows]))
@@ -89,7 +87,7 @@ def run(adapter: Path, transcripts_path: Path, data: Path, n_control: int, n_fol
     print(f"features ({time.perf_counter() - t0:.0f} s): {len(ctrl_chats)} controls, {len(rows)} transcripts")
     scores = {name: {layer: (fn(Xe[layer]), fn(Xc[layer])) for layer, fn in by_layer.items()} for name, by_layer in det.items()}
     if n_followups:  # reads no activations: one pseudo-layer, -1
-        scores["blackbox"] = {-1: blackbox_scores(adapter, data, split, ctrl_chats, ctrl_replies, rows,
+        scores["blackbox"] = {-1: blackbox_scores(model, tok, data, split, ctrl_chats, ctrl_replies, rows,
                                                   n_followups, seed)}
         print(f"black-box follow-ups ({time.perf_counter() - t0:.0f} s)", flush=True)
     val = np.array([is_validation(r["fact"], seed) for r in rows])

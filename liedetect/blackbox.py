@@ -90,6 +90,23 @@ def inserted_transcripts(items: Sequence[QA]) -> Tuple[List[Conversation], np.nd
 # ---------------------------------------------------------------- log-probs
 
 
+class HFCausalLM:
+    """A Hugging Face causal LM and its tokenizer, callable the way `LocalLogProbs` calls a TransformerBridge, so the
+    follow-up detector runs on a plain Hugging Face model (no hook points: less work per token on CPU)."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.hf, self.tokenizer = model.eval(), tokenizer
+
+    def parameters(self):
+        return self.hf.parameters()
+
+    def __call__(self, ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, past_key_values: Any = None,
+                 return_type: str = "logits", use_cache: bool = False) -> Any:
+        out = self.hf(input_ids=ids, attention_mask=attention_mask, past_key_values=past_key_values,
+                      use_cache=use_cache or past_key_values is not None)
+        return (out.logits, out.past_key_values) if return_type == "logits_and_cache" else out.logits
+
+
 class LocalLogProbs:
     """The built-in log-prob function: the local model's next-token log-probs of the answer words."""
 
