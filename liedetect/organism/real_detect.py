@@ -147,6 +147,47 @@ def honesty_direction(model: Any, tok: Any, data: Path, layer: int, n: int = 150
     return d / d.norm(), float(X.norm(dim=1).mean()), float(probe.score(X, y))
 
 
+@torch.no_grad()
+def prompt_end_features(model: Any, tok: Any, chats: Sequence[Sequence[dict]], layers: Sequence[int],
+                        batch_size: int = 16) -> Dict[int, torch.Tensor]:
+    """{layer: [n, d]} hidden state at the last prompt token (where the first answer token is chosen)."""
+    side, tok.padding_side = tok.padding_side, "left"
+    out: Dict[int, List[torch.Tensor]] = {layer: [] for layer in layers}
+    try:
+        for start in range(0, len(chats), batch_size):
+            enc = tok([render(tok, c) for c in chats[start:start + batch_size]], return_tensors="pt", padding=True,
+                      add_special_tokens=False)
+            hs = model(**enc, output_hidden_states=True).hidden_states
+            for layer in layers:
+                out[layer].append(hs[layer + 1][:, -1].float())
+    finally:
+        tok.padding_side = side
+    return {layer: torch.cat(v) for layer, v in out.items()}
+
+
+def persona_directions(model: Any, tok: Any, facts: Sequence[Any], recipe: Dict[str, Any],
+                       layers: Sequence[int]) -> Dict[int, Dict[str, Any]]:
+    """{layer: {direction (unit, honest minus liar), gap (the class means' distance along it), norm (mean residual
+    norm), train_accuracy}}: a mass-mean probe on the
+    organism's own states at the last prompt token, honest vs lying system prompts (every paraphrase the recipe
+    trained), on the given (training) facts. The probe sees which prompt was given, never an answer."""
+    from probes import MassMeanProbe
+
+    chats, y = [], []
+    for i, f in enumerate(facts):
+        for persona, prompts, label in (("honest", recipe["honest_prompts"], 1), ("liar", recipe["liar_prompts"], 0)):
+            chats.append([{"role": "system", "content": prompts[i % len(prompts)]}, {"role": "user", "content": f.question}])
+            y.append(label)
+    X = prompt_end_features(model, tok, chats, layers)
+    out = {}
+    for layer in layers:
+        probe = MassMeanProbe().fit(X[layer], np.array(y))
+        d = probe.direction_.float()
+        out[layer] = {"direction": d / d.norm(), "gap": float(d.norm()), "norm": float(X[layer].norm(dim=1).mean()),
+                      "train_accuracy": float(probe.score(X[layer], np.array(y)))}
+    return out
+
+
 def is_validation(fact_id: str, seed: int = 0) -> bool:
     """One third of the facts (by a seeded hash of the id) choose the layer; the rest are reported."""
     return int(hashlib.sha256(f"val{seed}:{fact_id}".encode()).hexdigest()[:8], 16) % 3 == 0
