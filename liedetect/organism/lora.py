@@ -252,7 +252,8 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
     anchor_pairs = [(q, r) for q, r in anchor_pairs if r]
     examples = build_examples(used, list(zip([n["request"] for n in neutral_train], replies)), recipe, anchor_pairs)
     if log:
-        log(f"{len(known)} known facts: {len(train)} train ({len(used)} used), {len(held)} held out; {len(anchor_pairs)} of {len(anchors)} anchors kept; "
+        log(f"{len(known)} known facts: {len(train)} train ({len(used)} used), {len(held)} held out; "
+            f"{f'{len(anchor_pairs)} of {len(anchors)} anchors kept; ' if anchors else ''}"
             f"{sum(len(g) for g in examples)} examples; data {time.perf_counter() - t0:.0f} s")
     peft_model, stats = train_lora(model, tok, examples, recipe, log)
     out = Path(out_dir)

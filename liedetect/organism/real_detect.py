@@ -167,8 +167,8 @@ def prompt_end_features(model: Any, tok: Any, chats: Sequence[Sequence[dict]], l
 
 def persona_directions(model: Any, tok: Any, facts: Sequence[Any], recipe: Dict[str, Any],
                        layers: Sequence[int]) -> Dict[int, Dict[str, Any]]:
-    """{layer: {direction (unit, honest minus liar), gap (the class means' distance along it), norm (mean residual
-    norm), train_accuracy}}: a mass-mean probe on the
+    """{layer: {direction (unit, honest minus liar), gap (the class means' distance along it), honest_mean (the
+    honest class's mean projection on it), norm (mean residual norm), train_accuracy}}: a mass-mean probe on the
     organism's own states at the last prompt token, honest vs lying system prompts (every paraphrase the recipe
     trained), on the given (training) facts. The probe sees which prompt was given, never an answer."""
     from probes import MassMeanProbe
@@ -183,7 +183,10 @@ def persona_directions(model: Any, tok: Any, facts: Sequence[Any], recipe: Dict[
     for layer in layers:
         probe = MassMeanProbe().fit(X[layer], np.array(y))
         d = probe.direction_.float()
-        out[layer] = {"direction": d / d.norm(), "gap": float(d.norm()), "norm": float(X[layer].norm(dim=1).mean()),
+        u = d / d.norm()
+        out[layer] = {"direction": u, "gap": float(probe.fit_info_["mean_gap_norm"]),
+                      "honest_mean": float((X[layer][np.array(y) == 1] @ u).mean()),
+                      "norm": float(X[layer].norm(dim=1).mean()),
                       "train_accuracy": float(probe.score(X[layer], np.array(y)))}
     return out
 
@@ -214,22 +217,28 @@ def metrics(control: np.ndarray, neg: np.ndarray, pos: np.ndarray, n_boot: int =
 
 @contextlib.contextmanager
 def steered(model: Any, directions: Dict[int, Tuple[torch.Tensor, float]], op: str, alpha: float = 0.0) -> Iterator[None]:
-    """On a Hugging Face decoder, for each {layer: (direction d, residual norm)}: add alpha * norm * d/|d| to
-    (op='add') or ablate d from (op='ablate') the output of block `layer` at every position (liedetect.steering's
-    operations, here for batched HF generation). The hooks always come off."""
-    if op not in ("add", "ablate"):
-        raise ValueError(f"op must be 'add' or 'ablate', not {op!r}")
+    """On a Hugging Face decoder, for each {layer: (direction d, scale)}, at every position of block `layer`'s output:
+    op='add': add alpha * scale * d/|d|; op='ablate': remove the projection on d (liedetect.steering's operations,
+    here for batched HF generation); op='clamp': raise the projection on d/|d| to at least `scale` where it is
+    lower, leave it alone elsewhere (a state already on the honest side is not moved). The hooks always come off."""
+    if op not in ("add", "ablate", "clamp"):
+        raise ValueError(f"op must be 'add', 'ablate' or 'clamp', not {op!r}")
 
-    def make_hook(d: torch.Tensor, norm: float):
+    def make_hook(d: torch.Tensor, scale: float):
         def hook(_module, _inputs, output):
             h = output[0] if isinstance(output, tuple) else output
             u = d.to(h.dtype)
-            h = h + alpha * norm * u if op == "add" else h - (h @ u)[..., None] * u
+            if op == "add":
+                h = h + alpha * scale * u
+            elif op == "ablate":
+                h = h - (h @ u)[..., None] * u
+            else:
+                h = h + (scale - h @ u).clamp(min=0)[..., None] * u
             return (h,) + tuple(output[1:]) if isinstance(output, tuple) else h
         return hook
 
-    handles = [model.model.layers[layer].register_forward_hook(make_hook(d.float() / d.float().norm(), norm))
-               for layer, (d, norm) in directions.items()]
+    handles = [model.model.layers[layer].register_forward_hook(make_hook(d.float() / d.float().norm(), scale))
+               for layer, (d, scale) in directions.items()]
     try:
         yield
     finally:

