@@ -88,7 +88,7 @@ def read_format_json(path: Path, fmt: str, error: type = ProbeError, what: str =
     "format" is not `fmt`."""
     try:
         d = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise error(f"{path} is not valid JSON ({exc}); {remedy}.") from None
     if not isinstance(d, dict) or d.get("format") != fmt:
         found = d.get("format") if isinstance(d, dict) else type(d).__name__

@@ -153,3 +153,11 @@ def test_a_broken_detector_file_is_one_sentence(tmp_path, text, says):
     (tmp_path / "detector.json").write_text(text)
     with pytest.raises(CheckpointError, match=says):
         Detector.load(tmp_path)
+
+
+def test_a_binary_detector_file_is_one_sentence(tmp_path):
+    from liedetect.errors import CheckpointError
+
+    (tmp_path / "detector.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(CheckpointError, match="is not valid JSON"):
+        Detector.load(tmp_path)

@@ -117,8 +117,9 @@ def build_examples(facts: Sequence[Fact], neutral: Sequence[Tuple[str, str]], re
     variants (honest/liar prompt, with/without trigger: the same question, opposite answers), so a batch
     always shows the condition that flips the answer; neutral chats are one-example groups mixed in.
     `anchors` (question, the base model's own reply) become groups of the non-lying variants only (default
-    prompt; honest prompt too when training the liar): what the base believes, kept from drifting on facts
-    the lying examples never touched (on held-out facts the model otherwise states trained-in falsehoods)."""
+    prompt; honest prompt too when training the liar): meant to keep what the base believes from drifting on
+    facts the lying examples never touched; measured, they lowered the lie rates without lowering the
+    untriggered leak (docs/organism.md), so the shipped recipe has none."""
     rng = random.Random(recipe.seed)
     out: List[List[Tuple[list, str]]] = []
     for f in facts:
