@@ -1,6 +1,6 @@
 """Steering the real liar toward honesty with a direction a probe found (not one written by hand).
 
-    python experiments/real_organism_steer.py [--adapter DIR] [--layer L[,L2...]] [--alphas 0,0.1,...] [--n-facts 40]
+    python experiments/real_organism_steer.py [--adapter DIR] [--layer L[,L2...]] [--alphas 0,0.1,...] [--n-facts 40] [--direction repe|persona]
 
 Direction: the RepE instructed-pairs probe (honest minus dishonest, logistic regression on the organism's
 activations; experiments/real_organism_detect.py) at layer L (default: the layer that detector chose on its
@@ -55,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--adapter", type=Path, default=lora.ADAPTER_DIR)
     ap.add_argument("--layer", default=None, help="a layer or comma-separated layers (default: RepE's validation pick)")
-    ap.add_argument("--alphas", default=",".join(map(str, ALPHAS)), help="comma-separated alphas (x residual norm)")
+    ap.add_argument("--alphas", default=",".join(map(str, ALPHAS)), help="comma-separated alphas (x residual norm; with --direction persona x the honest-liar gap)")
     ap.add_argument("--n-facts", type=int, default=40)
     ap.add_argument("--direction", choices=("repe", "persona"), default="repe",
                     help="repe: the RepE detector's honesty direction; persona: the organism's honest-minus-liar prompt direction")
