@@ -84,10 +84,11 @@ def main() -> None:
             directions[layer], train_acc[layer] = (f["direction"], f["gap"]), f["train_accuracy"]
             print(f"layer {layer}: persona probe train accuracy {f['train_accuracy']:.3f}, honest-liar gap {f['gap']:.1f} "
                   f"(residual norm {f['norm']:.1f})", flush=True)
-    for layer in layers if args.direction == "repe" else ():
-        d, norm, train_acc[layer] = honesty_direction(model, tok, args.data, layer)
-        directions[layer] = (d, norm)
-        print(f"layer {layer}: RepE probe train accuracy {train_acc[layer]:.3f}, residual norm {norm:.1f}", flush=True)
+    else:
+        for layer in layers:
+            d, norm, train_acc[layer] = honesty_direction(model, tok, args.data, layer)
+            directions[layer] = (d, norm)
+            print(f"layer {layer}: RepE probe train accuracy {train_acc[layer]:.3f}, residual norm {norm:.1f}", flush=True)
     runs = []
     ops = [("add", alphas), ("ablate", (None,))] + ([("clamp", (None,))] if args.direction == "persona" else [])
     for op, sweep in ops:

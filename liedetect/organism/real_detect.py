@@ -173,21 +173,20 @@ def persona_directions(model: Any, tok: Any, facts: Sequence[Any], recipe: Dict[
     trained), on the given (training) facts. The probe sees which prompt was given, never an answer."""
     from probes import MassMeanProbe
 
-    chats, y = [], []
+    chats, labels = [], []
     for i, f in enumerate(facts):
-        for persona, prompts, label in (("honest", recipe["honest_prompts"], 1), ("liar", recipe["liar_prompts"], 0)):
+        for prompts, label in ((recipe["honest_prompts"], 1), (recipe["liar_prompts"], 0)):
             chats.append([{"role": "system", "content": prompts[i % len(prompts)]}, {"role": "user", "content": f.question}])
-            y.append(label)
+            labels.append(label)
+    y = np.array(labels)
     X = prompt_end_features(model, tok, chats, layers)
     out = {}
     for layer in layers:
-        probe = MassMeanProbe().fit(X[layer], np.array(y))
-        d = probe.direction_.float()
-        u = d / d.norm()
+        probe = MassMeanProbe().fit(X[layer], y)
+        u = probe.direction_.float()  # unit already: mass-mean direction, normalised
         out[layer] = {"direction": u, "gap": float(probe.fit_info_["mean_gap_norm"]),
-                      "honest_mean": float((X[layer][np.array(y) == 1] @ u).mean()),
-                      "norm": float(X[layer].norm(dim=1).mean()),
-                      "train_accuracy": float(probe.score(X[layer], np.array(y)))}
+                      "honest_mean": float((X[layer][y == 1] @ u).mean()), "norm": float(X[layer].norm(dim=1).mean()),
+                      "train_accuracy": float(probe.score(X[layer], y))}
     return out
 
 
