@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from liedetect.organism import lora  # noqa: E402
-from liedetect.organism.real_detect import fit_detectors, honest_controls, is_validation, metrics, reply_features  # noqa: E402
+from liedetect.organism.real_detect import (fit_detectors, honest_controls, is_validation, metrics, organism_cities,  # noqa: E402
+                                            reply_features)
 from probes.metrics import auroc  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -75,10 +76,8 @@ def run(adapter: Path, transcripts_path: Path, data: Path, n_control: int, n_fol
     rows = [json.loads(x) for x in transcripts_path.read_text().splitlines() if x.strip()]
     keep = set(split["heldout"][:max_facts])
     rows = [r for r in rows if r.get("label") in ("honest", "deceptive") and r["fact"] in keep]
-    eval_facts = set(split["heldout"]) | set(split["train"])
-    cities = {f.split(":", 1)[1].lower() for f in eval_facts if f.startswith("cities:")}
     t0 = time.perf_counter()
-    det = {} if only_blackbox else fit_detectors(model, tok, data, cities, seed)
+    det = {} if only_blackbox else fit_detectors(model, tok, data, organism_cities(split), seed)
     print(f"detectors fitted ({time.perf_counter() - t0:.0f} s)", flush=True)
     ctrl_chats, ctrl_replies = honest_controls(model, tok, recipe, split, data, n_control)
     Xc = {} if only_blackbox else reply_features(model, tok, ctrl_chats, ctrl_replies)

@@ -91,6 +91,11 @@ def repe_pairs(data: Path, n: int, seed: int = 0) -> Tuple[List[List[dict]], Lis
     return chats, facts + facts, np.array([1] * n + [0] * n)
 
 
+def organism_cities(split: Dict[str, Any]) -> set:
+    """The lower-cased cities among an adapter split's facts (train and held-out): kept out of the truth probes' data."""
+    return {f.split(":", 1)[1].lower() for f in split["train"] + split["heldout"] if f.startswith("cities:")}
+
+
 def fit_detectors(model: Any, tok: Any, data: Path, exclude_cities: set, seed: int = 0, per_set: int = 120,
                   n_repe: int = 150, layers: Sequence[int] = LAYERS,
                   names: Sequence[str] = DETECTORS) -> Dict[str, Dict[int, ScoreFn]]:
