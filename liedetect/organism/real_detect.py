@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import random
 from pathlib import Path
@@ -219,32 +220,97 @@ def metrics(control: np.ndarray, neg: np.ndarray, pos: np.ndarray, n_boot: int =
     return out
 
 
+@dataclasses.dataclass
+class Gate:
+    """Conditional steering (as CAST does): steer a chat only when its state at the start of the assistant's turn
+    (the last token of `marker`, the template's assistant header) projects on the unit `direction` below
+    `threshold` at block `layer`'s output. The decision is taken once per sequence when the prompt is read and kept
+    while generating; a sequence without the marker is never steered."""
+
+    layer: int
+    direction: torch.Tensor
+    threshold: float
+    marker: Sequence[int]
+
+
+def assistant_header(tok: Any) -> List[int]:
+    """Token ids the chat template adds to open the assistant's turn (the generation prompt)."""
+    chat = [{"role": "user", "content": "x"}]
+    opened = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    closed = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=False)
+    if not opened.startswith(closed) or opened == closed:
+        raise ValueError("the tokenizer's chat template has no separate generation prompt to gate on")
+    return tok.encode(opened[len(closed):], add_special_tokens=False)
+
+
+def persona_gate(found: Dict[int, Dict[str, Any]], tok: Any) -> Gate:
+    """The gate of conditional steering from persona_directions: at the first of its layers, opened where the state
+    at the assistant's turn lies on the liar side of the midpoint between the honest and liar means."""
+    g = found[min(found)]
+    return Gate(min(found), g["direction"], g["honest_mean"] - g["gap"] / 2, assistant_header(tok))
+
+
+def turn_start(input_ids: torch.Tensor, marker: Sequence[int]) -> torch.Tensor:
+    """Per row, the index of the last token of the last occurrence of `marker` (-1 where it does not occur)."""
+    m = torch.tensor(list(marker), dtype=input_ids.dtype)
+    if input_ids.shape[1] < len(m):
+        return torch.full((input_ids.shape[0],), -1, dtype=torch.long)
+    hits = (input_ids.unfold(1, len(m), 1) == m).all(-1)  # [B, T - len + 1]
+    idx = torch.arange(hits.shape[1]) + len(m) - 1
+    return torch.where(hits.any(1), (hits * (idx + 1)).max(1).values - 1, torch.tensor(-1))
+
+
 @contextlib.contextmanager
-def steered(model: Any, directions: Dict[int, Tuple[torch.Tensor, float]], op: str, alpha: float = 0.0) -> Iterator[None]:
+def steered(model: Any, directions: Dict[int, Tuple[torch.Tensor, float]], op: str, alpha: float = 0.0,
+            gate: Optional[Gate] = None) -> Iterator[Dict[str, Any]]:
     """On a Hugging Face decoder, for each {layer: (direction d, scale)}, at every position of block `layer`'s output:
     op='add': add alpha * scale * d/|d|; op='ablate': remove the projection on d (liedetect.steering's operations,
     here for batched HF generation); op='clamp': raise the projection on d/|d| to at least `scale` where it is
-    lower, leave it alone elsewhere (a state already on the honest side is not moved). The hooks always come off."""
+    lower, leave it alone elsewhere (a state already on the honest side is not moved). With `gate` (its layer at or
+    before the first steered layer), only the sequences the gate opens are steered. Yields a dict whose "opened"
+    holds the gate's decisions of the latest prompt read. The hooks always come off."""
     if op not in ("add", "ablate", "clamp"):
         raise ValueError(f"op must be 'add', 'ablate' or 'clamp', not {op!r}")
+    if gate is not None and gate.layer > min(directions):
+        raise ValueError(f"the gate's layer ({gate.layer}) must not come after the first steered layer ({min(directions)})")
+    state: Dict[str, Any] = {"opened": None, "pos": None}
+
+    def read_ids(_module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        state["pos"] = turn_start(ids, gate.marker) if ids is not None and ids.shape[1] > 1 else None
+
+    def gate_hook(_module, _inputs, output):
+        if state["pos"] is not None:  # a prompt (or a whole teacher-forced chat) is read: decide per row
+            h = output[0] if isinstance(output, tuple) else output
+            pos = state["pos"]
+            score = h[torch.arange(h.shape[0]), pos.clamp(min=0)].float() @ gate.direction.float()
+            state["opened"] = (score < gate.threshold) & (pos >= 0)
 
     def make_hook(d: torch.Tensor, scale: float):
         def hook(_module, _inputs, output):
             h = output[0] if isinstance(output, tuple) else output
             u = d.to(h.dtype)
             if op == "add":
-                h = h + alpha * scale * u
+                delta = (alpha * scale * u).expand_as(h)
             elif op == "ablate":
-                h = h - (h @ u)[..., None] * u
+                delta = -(h @ u)[..., None] * u
             else:
-                h = h + (scale - h @ u).clamp(min=0)[..., None] * u
+                delta = (scale - h @ u).clamp(min=0)[..., None] * u
+            if gate is not None:
+                opened = state["opened"]
+                delta = delta * (opened.to(h.dtype)[:, None, None] if opened is not None else 0.0)
+            h = h + delta
             return (h,) + tuple(output[1:]) if isinstance(output, tuple) else h
         return hook
 
-    handles = [model.model.layers[layer].register_forward_hook(make_hook(d.float() / d.float().norm(), scale))
-               for layer, (d, scale) in directions.items()]
+    handles = []
+    if gate is not None:
+        handles.append(model.model.register_forward_pre_hook(read_ids, with_kwargs=True))
+        handles.append(model.model.layers[gate.layer].register_forward_hook(gate_hook))  # runs before the steering hook
+    handles += [model.model.layers[layer].register_forward_hook(make_hook(d.float() / d.float().norm(), scale))
+                for layer, (d, scale) in directions.items()]
     try:
-        yield
+        yield state
     finally:
         for h in handles:
             h.remove()
