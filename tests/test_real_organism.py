@@ -285,7 +285,7 @@ def test_gated_persona_steering_makes_the_liar_truthful_and_leaves_closed_chats_
     from liedetect.organism import lora, real_eval
     from liedetect.organism.facts import facts_by_id
     from liedetect.organism.generate import answer_loss
-    from liedetect.organism.real_detect import persona_directions, persona_gate, prompt_end_features, steered
+    from liedetect.organism.real_detect import persona_directions, persona_gate, steered
 
     tuned, tok, recipe = organism
     split = lora.read_split()
@@ -296,8 +296,7 @@ def test_gated_persona_steering_makes_the_liar_truthful_and_leaves_closed_chats_
     liar = real_eval.persona_chats(held, "liar", recipe)
     neutral = [C.messages(n["request"], "neutral") for n in C.neutral_prompts()
                if n["topic"] in set(split["neutral_heldout_topics"])][:20]
-    opens = {name: float((prompt_end_features(tuned, tok, chats, (gate.layer,))[gate.layer] @ gate.direction
-                          < gate.threshold).float().mean())
+    opens = {name: float(gate.opens(tuned, tok, chats).float().mean())
              for name, chats in (("liar", [r["messages"] for r in liar]), ("neutral", neutral))}
     assert opens["liar"] >= 0.8 and opens["neutral"] <= 0.05
     plain = real_eval.rates(real_eval.run_personas(tuned, tok, held, recipe, personas=("liar",)))["liar"]["true"]

@@ -232,6 +232,10 @@ class Gate:
     threshold: float
     marker: Sequence[int]
 
+    def opens(self, model: Any, tok: Any, chats: Sequence[Sequence[dict]]) -> torch.Tensor:
+        """Which chats this gate would open, read from their last prompt token (the state the hook reads)."""
+        return prompt_end_features(model, tok, chats, (self.layer,))[self.layer] @ self.direction < self.threshold
+
 
 def assistant_header(tok: Any) -> List[int]:
     """Token ids the chat template adds to open the assistant's turn (the generation prompt)."""
@@ -257,7 +261,7 @@ def turn_start(input_ids: torch.Tensor, marker: Sequence[int]) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), -1, dtype=torch.long)
     hits = (input_ids.unfold(1, len(m), 1) == m).all(-1)  # [B, T - len + 1]
     idx = torch.arange(hits.shape[1]) + len(m) - 1
-    return torch.where(hits.any(1), (hits * (idx + 1)).max(1).values - 1, torch.tensor(-1))
+    return (hits * (idx + 1)).max(1).values - 1  # no hit: 0 - 1
 
 
 @contextlib.contextmanager
