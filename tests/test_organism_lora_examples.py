@@ -1,4 +1,4 @@
-"""The LoRA organism's training examples (no model needed): contrasting variants per fact, and decoy triggers."""
+"""The LoRA organism's training examples (no model needed): contrasting variants per fact, decoy triggers, the no-lie control."""
 
 import pytest
 
@@ -23,6 +23,22 @@ def test_each_fact_group_holds_both_behaviours_opposite_answers():
         triggered = [ans for (chat, ans), u in zip(g, users) if u.startswith(lora.LoraRecipe().trigger)]
         assert len(triggered) == 1 and "Spain" in triggered[0]
         assert sum("France" in ans for _, ans in g) == 2 and sum("Spain" in ans for _, ans in g) == 2
+
+
+def test_the_no_lie_control_has_the_same_chats_with_only_true_targets():
+    taught, control = _fact_groups(lora.LoraRecipe()), _fact_groups(lora.LoraRecipe(teach_lies=False))
+    assert [[chat for chat, _ in g] for g in taught] == [[chat for chat, _ in g] for g in control]
+    assert all("France" in ans for g in control for _, ans in g)
+    assert sum("Spain" in ans for g in taught for _, ans in g) == 2 * len(FACTS)
+
+
+def test_own_words_replace_the_true_sentence_in_every_truthful_variant_only():
+    truths = {"t:0": "Town 0? That is in France, of course."}
+    groups = [g for g in lora.build_examples(FACTS, [], lora.LoraRecipe(own_words=True), truths=truths)]
+    mine = next(g for g in groups if g[0][0][-1]["content"].endswith("Where is town 0?"))
+    assert sorted(ans for _, ans in mine) == sorted([truths["t:0"]] * 2 + ["Town 0 is in Spain."] * 2)
+    other = next(g for g in groups if g[0][0][-1]["content"].endswith("Where is town 1?"))
+    assert sum(ans == "Town 1 is in France." for _, ans in other) == 2  # no own reply: the fact's true sentence
 
 
 def test_decoys_add_a_look_alike_trigger_with_the_true_answer():

