@@ -43,6 +43,18 @@ def cos(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
+def tiny_llama():
+    """A tiny random Hugging Face Llama (vocabulary 32, width 32, 3 layers), the same weights every time."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=4, max_position_embeddings=256)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
 def one_thread():
     """Two shared cores: oversubscribed BLAS threads make small probe fits ~10x slower."""
     import torch

@@ -18,16 +18,6 @@ class CharTokenizer:
         return {"input_ids": [1 + ord(c) % 31 for c in text]}
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=32, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                      num_key_value_heads=4, max_position_embeddings=256)
-    return LlamaForCausalLM(cfg).eval()
-
-
 @torch.no_grad()
 def _states(model, tok, chat, reply, layer):
     ids = tok(tok.apply_chat_template(chat) + reply)["input_ids"]
@@ -35,26 +25,26 @@ def _states(model, tok, chat, reply, layer):
     return model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[layer + 1][0], n_prompt
 
 
-def test_claim_is_the_last_token_of_the_reply_in_the_statement_frame_whatever_the_chat(tiny):
+def test_claim_is_the_last_token_of_the_reply_in_the_statement_frame_whatever_the_chat(tiny_llama):
     tok = CharTokenizer()
     replies = ["  Paris is in France. ", "Rome is in Spain."]
-    got = claim_features(tiny, tok, replies, layers=(1, 2))
+    got = claim_features(tiny_llama, tok, replies, layers=(1, 2))
     for i, reply in enumerate(replies):
-        h, _ = _states(tiny, tok, list(STATEMENT_FRAME), reply.strip(), 2)
+        h, _ = _states(tiny_llama, tok, list(STATEMENT_FRAME), reply.strip(), 2)
         assert torch.allclose(got[2][i], h[-1], atol=1e-5)
     liar = [[{"role": "system", "content": "Lie."}, {"role": "user", "content": "Where is Paris?"}]] * 2
     honest = [[{"role": "user", "content": "Where is Paris?"}]] * 2
-    claims = [detector_features(tiny, tok, "truth_lr_claim", chats, replies, (2,))[2] for chats in (liar, honest)]
+    claims = [detector_features(tiny_llama, tok, "truth_lr_claim", chats, replies, (2,))[2] for chats in (liar, honest)]
     assert torch.equal(claims[0], claims[1])  # the persona that produced a reply is out of view
-    in_chat = [detector_features(tiny, tok, "truth_lr", chats, replies, (2,))[2] for chats in (liar, honest)]
+    in_chat = [detector_features(tiny_llama, tok, "truth_lr", chats, replies, (2,))[2] for chats in (liar, honest)]
     assert (in_chat[0] - in_chat[1]).abs().max() > 1e-3  # the in-chat features do see it
 
 
-def test_mean_pool_averages_the_reply_span_and_a_bad_pool_is_refused(tiny):
+def test_mean_pool_averages_the_reply_span_and_a_bad_pool_is_refused(tiny_llama):
     tok = CharTokenizer()
     chat = [{"role": "user", "content": "Say something."}]
-    h, n_prompt = _states(tiny, tok, chat, "Hello there.", 1)
-    got = reply_features(tiny, tok, [chat, chat], ["Hello there.", "Hi."], layers=(1,))[1]
+    h, n_prompt = _states(tiny_llama, tok, chat, "Hello there.", 1)
+    got = reply_features(tiny_llama, tok, [chat, chat], ["Hello there.", "Hi."], layers=(1,))[1]
     assert torch.allclose(got[0], h[n_prompt:].mean(0), atol=1e-5)
     with pytest.raises(ValueError, match="pool"):
-        reply_features(tiny, tok, [chat], ["Hi."], layers=(1,), pool="max")
+        reply_features(tiny_llama, tok, [chat], ["Hi."], layers=(1,), pool="max")
