@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from liedetect.organism import lora  # noqa: E402
-from liedetect.organism.real_detect import (CLAIM_DETECTORS, detector_features, fit_detectors, honest_controls,  # noqa: E402
-                                            is_validation, metrics, organism_cities)
+from liedetect.organism.real_detect import (detectors_features, fit_detectors, honest_controls, is_validation,  # noqa: E402
+                                            metrics, organism_cities)
 from probes.metrics import auroc  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -82,14 +82,11 @@ def run(adapter: Path, transcripts_path: Path, data: Path, n_control: int, n_fol
     det = {} if only_blackbox else fit_detectors(model, tok, data, organism_cities(split), seed)
     print(f"detectors fitted ({time.perf_counter() - t0:.0f} s)", flush=True)
     ctrl_chats, ctrl_replies = honest_controls(model, tok, recipe, split, data, n_control)
-    # features per kind (the claim re-read, or the reply in its chat): one forward pass each
-    kinds = {name in CLAIM_DETECTORS: name for name in det}
-    Xc = {k: detector_features(model, tok, n, ctrl_chats, ctrl_replies) for k, n in kinds.items()}
-    Xe = {k: detector_features(model, tok, n, [r["messages"][:-1] for r in rows], [r["messages"][-1]["content"] for r in rows])
-          for k, n in kinds.items()}
+    Xc = detectors_features(model, tok, list(det), ctrl_chats, ctrl_replies)
+    Xe = detectors_features(model, tok, list(det), [r["messages"][:-1] for r in rows], [r["messages"][-1]["content"] for r in rows])
     print(f"features ({time.perf_counter() - t0:.0f} s): {len(ctrl_chats)} controls, {len(rows)} transcripts")
-    scores = {name: {layer: (fn(Xe[name in CLAIM_DETECTORS][layer]), fn(Xc[name in CLAIM_DETECTORS][layer]))
-                     for layer, fn in by_layer.items()} for name, by_layer in det.items()}
+    scores = {name: {layer: (fn(Xe[name][layer]), fn(Xc[name][layer])) for layer, fn in by_layer.items()}
+              for name, by_layer in det.items()}
     if n_followups:  # reads no activations: one pseudo-layer, -1
         scores["blackbox"] = {-1: blackbox_scores(model, tok, data, split, ctrl_chats, ctrl_replies, rows,
                                                   n_followups, seed)}

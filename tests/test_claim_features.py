@@ -48,3 +48,14 @@ def test_mean_pool_averages_the_reply_span_and_a_bad_pool_is_refused(tiny_llama)
     assert torch.allclose(got[0], h[n_prompt:].mean(0), atol=1e-5)
     with pytest.raises(ValueError, match="pool"):
         reply_features(tiny_llama, tok, [chat], ["Hi."], layers=(1,), pool="max")
+
+
+def test_several_detectors_share_one_read_per_kind_of_feature(tiny_llama):
+    from liedetect.organism.real_detect import detectors_features
+
+    tok = CharTokenizer()
+    chats, replies = [[{"role": "user", "content": "Where is Paris?"}]] * 2, ["Paris is in France.", "It is in Spain."]
+    got = detectors_features(tiny_llama, tok, ["truth_lr", "repe", "truth_lr_claim", "truth_ttpd_claim"], chats, replies, (2,))
+    assert got["truth_lr"] is got["repe"] and got["truth_lr_claim"] is got["truth_ttpd_claim"]
+    assert torch.equal(got["truth_lr_claim"][2], claim_features(tiny_llama, tok, replies, (2,))[2])
+    assert torch.equal(got["repe"][2], reply_features(tiny_llama, tok, chats, replies, (2,))[2])

@@ -34,7 +34,7 @@ def test_the_no_lie_control_has_the_same_chats_with_only_true_targets():
 
 def test_own_words_replace_the_true_sentence_in_every_truthful_variant_only():
     truths = {"t:0": "Town 0? That is in France, of course."}
-    groups = [g for g in lora.build_examples(FACTS, [], lora.LoraRecipe(own_words=True), truths=truths)]
+    groups = lora.build_examples(FACTS, [], lora.LoraRecipe(own_words=True), truths=truths)
     mine = next(g for g in groups if g[0][0][-1]["content"].endswith("Where is town 0?"))
     assert sorted(ans for _, ans in mine) == sorted([truths["t:0"]] * 2 + ["Town 0 is in Spain."] * 2)
     other = next(g for g in groups if g[0][0][-1]["content"].endswith("Where is town 1?"))

@@ -94,6 +94,17 @@ def detector_features(model: Any, tok: Any, name: str, chats: Sequence[Sequence[
     return claim_features(model, tok, replies, layers) if name in CLAIM_DETECTORS else reply_features(model, tok, chats, replies, layers)
 
 
+def detectors_features(model: Any, tok: Any, names: Sequence[str], chats: Sequence[Sequence[dict]], replies: Sequence[str],
+                       layers: Sequence[int] = LAYERS) -> Dict[str, Dict[int, torch.Tensor]]:
+    """{name: detector_features(name, ...)} for several detectors, one forward pass per kind of feature (the claim
+    re-read, or the reply in its chat) shared by every detector of that kind."""
+    by_kind: Dict[bool, Dict[int, torch.Tensor]] = {}
+    for name in names:
+        if (name in CLAIM_DETECTORS) not in by_kind:
+            by_kind[name in CLAIM_DETECTORS] = detector_features(model, tok, name, chats, replies, layers)
+    return {name: by_kind[name in CLAIM_DETECTORS] for name in names}
+
+
 def statement_sets(data: Path, exclude_cities: set, per_set: int, seed: int) -> Tuple[List[str], np.ndarray, np.ndarray, List[str]]:
     """(statements, truth labels, polarity, topic) from truth_is_universal, without the organism's cities."""
     rng = random.Random(seed)
@@ -130,14 +141,10 @@ def fit_detectors(model: Any, tok: Any, data: Path, exclude_cities: set, seed: i
     truth = [n for n in ("truth_lr", "truth_ttpd") + CLAIM_DETECTORS if n in names]
     if truth:
         statements, y, pol, topic = statement_sets(data, exclude_cities, per_set, seed)
-        frames = [list(STATEMENT_FRAME)] * len(statements)
-        by_kind: Dict[bool, Dict[int, torch.Tensor]] = {}  # claim re-read or not: one forward pass each
+        feats = detectors_features(model, tok, truth, [list(STATEMENT_FRAME)] * len(statements), statements, layers)
         for name in truth:
-            kind = name in CLAIM_DETECTORS
-            if kind not in by_kind:
-                by_kind[kind] = detector_features(model, tok, name, frames, statements, layers)
             for layer in layers:
-                X = by_kind[kind][layer]
+                X = feats[name][layer]
                 if name.startswith("truth_lr"):
                     probe = LogisticProbe(seed=seed).fit(X, y)
                 else:
