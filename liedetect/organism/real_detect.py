@@ -14,7 +14,11 @@ that holds none of its lies:
 - ``truth_lr_claim`` / ``truth_ttpd_claim``: the same truth probes on the *claim*, not the chat: each statement,
   and at scoring time each reply, is re-read as the assistant's reply to "State a fact." and the probe reads
   its last token (where a statement's truth is settled). What the model holds of what it said, without the
-  system prompt or trigger that made it say it (``claim_features``).
+  system prompt or trigger that made it say it (``claim_features``). Given the organism's split they are also
+  fitted on pacchiardi minimal pairs ("X is owned by Apple." / "... by Microsoft.") of questions that are none
+  of its facts and share no entity with them (``pacchiardi_statements``), and gated: a reply that a claim /
+  non-claim probe (statements against the organism's replies to its neutral *training* requests) reads as no
+  claim at all scores ``NOT_A_CLAIM`` and is never flagged.
 
 Scores are "higher = more deceptive". ``metrics`` sets thresholds at 1% and 0.1% false positives on honest
 control chats and reports AUROC and recall with bootstrap intervals. ``steered`` adds a probe's direction to
@@ -49,6 +53,7 @@ REPE_USER = "Pretend you're {} person making statements about the world. State a
 STATEMENT_SETS = (("cities", 1), ("neg_cities", 0), ("sp_en_trans", 1), ("neg_sp_en_trans", 0),
                   ("animal_class", 1), ("neg_animal_class", 0))
 ScoreFn = Callable[[torch.Tensor], np.ndarray]
+NOT_A_CLAIM = -1e6  # a gated claim detector's score for a reply its gate reads as no claim (never flagged)
 
 
 @torch.no_grad()
@@ -117,6 +122,40 @@ def statement_sets(data: Path, exclude_cities: set, per_set: int, seed: int) -> 
     return [r[0] for r in rows], np.array([r[1] for r in rows]), np.array([r[2] for r in rows]), [r[3] for r in rows]
 
 
+def pacchiardi_statements(data: Path, split: Dict[str, Any]) -> Tuple[List[str], np.ndarray]:
+    """(statements, truth labels): a true and a false sentence that differ only in the answer ("Beats Music is
+    owned by Apple." / "... by Microsoft."), for every pacchiardi question that is none of the organism's facts
+    (train or held-out) and shares no entity with them."""
+    from liedetect.organism.facts import load_pacchiardi
+
+    own = set(split["train"]) | set(split["heldout"])
+    facts = load_pacchiardi(Path(data))
+    entities = {f.entity for f in facts if f.id in own}
+    out: List[Tuple[str, int]] = []
+    for f in facts:
+        cut = f.true_sentence.rfind(f.answer)
+        if f.id in own or f.entity in entities or cut < 0:
+            continue
+        out += [(f.true_sentence, 1), (f"{f.true_sentence[:cut]}{f.false_answer}.", 0)]
+    return [t for t, _ in out], np.array([y for _, y in out])
+
+
+def non_claims(model: Any, tok: Any, split: Dict[str, Any], max_new_tokens: int = 48) -> List[str]:
+    """The organism's replies to the neutral requests on its *training* topics (suggestions, descriptions: no
+    claim to be true or false); the controls use the held-out topics."""
+    from liedetect.organism import chats as C
+    from liedetect.organism.generate import generate
+
+    held = set(split["neutral_heldout_topics"])
+    requests = [C.messages(n["request"], "neutral") for n in C.neutral_prompts() if n["topic"] not in held]
+    return generate(model, tok, requests, max_new_tokens=max_new_tokens)
+
+
+def gated(score: ScoreFn, gate: Any) -> ScoreFn:
+    """`score`, but ``NOT_A_CLAIM`` wherever the claim / non-claim probe `gate` reads no claim."""
+    return lambda Z: np.where(gate.decision_function(Z).numpy() > 0, score(Z), NOT_A_CLAIM)
+
+
 def repe_pairs(data: Path, n: int, seed: int = 0) -> Tuple[List[List[dict]], List[str], np.ndarray]:
     """(chats, replies, labels: 1 = honest instruction) of RepE instructed pairs on `n` true facts."""
     facts = [r["statement"] for r in csv.DictReader((Path(data) / "repe" / "facts_true_false.csv").open(encoding="utf-8"))
@@ -131,25 +170,45 @@ def organism_cities(split: Dict[str, Any]) -> set:
     return {f.split(":", 1)[1].lower() for f in split["train"] + split["heldout"] if f.startswith("cities:")}
 
 
-def fit_detectors(model: Any, tok: Any, data: Path, exclude_cities: set, seed: int = 0, per_set: int = 120,
-                  n_repe: int = 150, layers: Sequence[int] = LAYERS,
-                  names: Sequence[str] = DETECTORS) -> Dict[str, Dict[int, ScoreFn]]:
-    """{name: {layer: score function}}; each score is 'higher = more deceptive'."""
+def fit_detectors(model: Any, tok: Any, data: Path, split: Dict[str, Any], seed: int = 0, per_set: int = 120,
+                  n_repe: int = 150, layers: Sequence[int] = LAYERS, names: Sequence[str] = DETECTORS,
+                  claim_pacchiardi: bool = True, claim_gate: bool = True) -> Dict[str, Dict[int, ScoreFn]]:
+    """{name: {layer: score function}}; each score is 'higher = more deceptive'. `split`: the organism's
+    (``lora.read_split``), whose facts and cities the detectors' data leaves out. The claim detectors are also
+    fitted on ``pacchiardi_statements`` (`claim_pacchiardi`) and gated on claims (`claim_gate`)."""
     from probes import LogisticProbe, TTPDProbe
 
     det: Dict[str, Dict[int, ScoreFn]] = {n: {} for n in names}
     truth = [n for n in ("truth_lr", "truth_ttpd") + CLAIM_DETECTORS if n in names]
     if truth:
-        statements, y, pol, topic = statement_sets(data, exclude_cities, per_set, seed)
+        statements, y, pol, topic = statement_sets(data, organism_cities(split), per_set, seed)
         feats = detectors_features(model, tok, truth, [list(STATEMENT_FRAME)] * len(statements), statements, layers)
+        claims = [n for n in truth if n in CLAIM_DETECTORS]
+        cy, cpol, ctopic = y, pol, list(topic)  # the claim probes' data
+        if claims and claim_pacchiardi:
+            more, my = pacchiardi_statements(data, split)
+            extra = claim_features(model, tok, more, layers)
+            feats.update({n: {layer: torch.cat([feats[n][layer], extra[layer]]) for layer in layers} for n in claims})
+            cy, cpol, ctopic = np.r_[y, my], np.r_[pol, np.ones(len(my), dtype=pol.dtype)], ctopic + ["pacchiardi"] * len(my)
+        gates = {}
+        if claims and claim_gate:  # claims (every statement above) against replies that make none
+            nc = claim_features(model, tok, non_claims(model, tok, split), layers)
+            said = feats[claims[0]]
+            gates = {layer: LogisticProbe(seed=seed).fit(torch.cat([said[layer], nc[layer]]),
+                                                          np.r_[np.ones(len(said[layer]), int), np.zeros(len(nc[layer]), int)])
+                     for layer in layers}
         for name in truth:
+            claim = name in CLAIM_DETECTORS
+            yy, pp, tt = (cy, cpol, ctopic) if claim else (y, pol, topic)
             for layer in layers:
                 X = feats[name][layer]
                 if name.startswith("truth_lr"):
-                    probe = LogisticProbe(seed=seed).fit(X, y)
+                    probe = LogisticProbe(seed=seed).fit(X, yy)
                 else:
-                    probe = TTPDProbe(seed=seed).fit(X, y, polarity=pol, groups=topic)
+                    probe = TTPDProbe(seed=seed).fit(X, yy, polarity=pp, groups=tt)
                 det[name][layer] = lambda Z, p=probe: -p.decision_function(Z).numpy()
+                if claim and gates:
+                    det[name][layer] = gated(det[name][layer], gates[layer])
     if "repe" in names:
         chats, replies, ry = repe_pairs(data, n_repe, seed)
         R = reply_features(model, tok, chats, replies, layers)
