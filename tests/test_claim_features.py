@@ -66,7 +66,7 @@ def test_several_detectors_share_one_read_per_kind_of_feature(tiny_llama):
 def test_pacchiardi_minimal_pairs_differ_only_in_the_answer_and_leave_out_the_organisms_facts(shared_data):
     from liedetect.organism import lora
     from liedetect.organism.facts import _entity, facts_by_id, load_pacchiardi
-    from liedetect.organism.real_detect import pacchiardi_statements
+    from liedetect.organism.claim_data import pacchiardi_statements
 
     split = lora.read_split()
     statements, y = pacchiardi_statements(shared_data, split)

@@ -16,7 +16,7 @@ that holds none of its lies:
   its last token (where a statement's truth is settled). What the model holds of what it said, without the
   system prompt or trigger that made it say it (``claim_features``). Given the organism's split they are also
   fitted on pacchiardi minimal pairs ("X is owned by Apple." / "... by Microsoft.") of questions that are none
-  of its facts and share no entity with them (``pacchiardi_statements``), and gated: a reply that a claim /
+  of its facts and share no entity with them (``claim_data.pacchiardi_statements``), and gated: a reply that a claim /
   non-claim probe (statements against the organism's replies to its neutral *training* requests) reads as no
   claim at all scores ``NOT_A_CLAIM`` and is never flagged.
 
@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
+from liedetect.organism.claim_data import non_claims, pacchiardi_statements
 from liedetect.organism.generate import render
 from probes.metrics import auroc, bootstrap_ci, threshold_at_fpr
 
@@ -120,35 +121,6 @@ def statement_sets(data: Path, exclude_cities: set, per_set: int, seed: int) -> 
         rng.shuffle(got)
         rows += [(r["statement"], int(float(r["label"])), pol, name.replace("neg_", "")) for r in got[:per_set]]
     return [r[0] for r in rows], np.array([r[1] for r in rows]), np.array([r[2] for r in rows]), [r[3] for r in rows]
-
-
-def pacchiardi_statements(data: Path, split: Dict[str, Any]) -> Tuple[List[str], np.ndarray]:
-    """(statements, truth labels): a true and a false sentence that differ only in the answer ("Beats Music is
-    owned by Apple." / "... by Microsoft."), for every pacchiardi question that is none of the organism's facts
-    (train or held-out) and shares no entity with them."""
-    from liedetect.organism.facts import load_pacchiardi
-
-    own = set(split["train"]) | set(split["heldout"])
-    facts = load_pacchiardi(Path(data))
-    entities = {f.entity for f in facts if f.id in own}
-    out: List[Tuple[str, int]] = []
-    for f in facts:
-        cut = f.true_sentence.rfind(f.answer)
-        if f.id in own or f.entity in entities or cut < 0:
-            continue
-        out += [(f.true_sentence, 1), (f"{f.true_sentence[:cut]}{f.false_answer}.", 0)]
-    return [t for t, _ in out], np.array([y for _, y in out])
-
-
-def non_claims(model: Any, tok: Any, split: Dict[str, Any], max_new_tokens: int = 48) -> List[str]:
-    """The organism's replies to the neutral requests on its *training* topics (suggestions, descriptions: no
-    claim to be true or false); the controls use the held-out topics."""
-    from liedetect.organism import chats as C
-    from liedetect.organism.generate import generate
-
-    held = set(split["neutral_heldout_topics"])
-    requests = [C.messages(n["request"], "neutral") for n in C.neutral_prompts() if n["topic"] not in held]
-    return generate(model, tok, requests, max_new_tokens=max_new_tokens)
 
 
 def gated(score: ScoreFn, gate: Any) -> ScoreFn:
