@@ -160,7 +160,8 @@ def fit_detectors(model: Any, tok: Any, data: Path, split: Dict[str, Any], seed:
         if claims and claim_pacchiardi:
             more, my = pacchiardi_statements(data, split)
             extra = claim_features(model, tok, more, layers)
-            feats.update({n: {layer: torch.cat([feats[n][layer], extra[layer]]) for layer in layers} for n in claims})
+            joined = {layer: torch.cat([feats[claims[0]][layer], extra[layer]]) for layer in layers}
+            feats.update({n: joined for n in claims})  # one copy, shared like the features themselves
             cy, cpol, ctopic = np.r_[y, my], np.r_[pol, np.ones(len(my), dtype=pol.dtype)], ctopic + ["pacchiardi"] * len(my)
         gates = {}
         if claims and claim_gate:  # claims (every statement above) against replies that make none
