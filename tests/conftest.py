@@ -84,3 +84,18 @@ def load_experiment(name: str):
     sys.modules[name] = module  # dataclasses look their module up in sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def gpt2_small():
+    """A small random Hugging Face GPT-2 (2 layers, d=64): real KV cache, Conv1D weights, tied embeddings."""
+    import torch
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from liedetect.models import gpt2_tokenizer
+
+    tok = gpt2_tokenizer(GPT2_DIR)
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=len(tok), n_positions=128))
+    return TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=tok).eval()

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GPT2_DIR
 from liedetect.errors import LayerError, SteeringError
 from liedetect.steering import SteeringSpec, contrast_directions, steer, steering_sweep
 
@@ -23,20 +22,6 @@ def _unit(d: int, seed: int) -> torch.Tensor:
 def _resid(model, tokens, layer, hook="resid_post"):
     _, cache = model.run_with_cache(tokens, names_filter=[f"blocks.{layer}.hook_{hook}"])
     return cache[f"blocks.{layer}.hook_{hook}"]
-
-
-@pytest.fixture(scope="module")
-def gpt2_small():
-    """A small random Hugging Face GPT-2 (2 layers, d=64): real KV cache, Conv1D weights, tied embeddings."""
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from liedetect.models import gpt2_tokenizer
-
-    tok = gpt2_tokenizer(GPT2_DIR)
-    torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=len(tok), n_positions=128))
-    return TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=tok).eval()
 
 
 # ---------------------------------------------------------------- restoration and nesting

@@ -12,6 +12,7 @@ import torch
 from liedetect.errors import SteeringError
 from liedetect.models import check_hook
 from liedetect.steering.checks import check_layers
+from liedetect.steering.gate import HOOK_ORDER
 
 
 class _Tracker:
@@ -74,6 +75,7 @@ class Steering:
         self.prompt_len = prompt_len
         self._stack: Optional[contextlib.ExitStack] = None
         self.tracker: Optional[_Tracker] = None
+        self.opened: Optional[torch.Tensor] = None  # with a gate: its decision for each row of the latest prompt
 
     def validate(self) -> List[Tuple[str, int]]:
         """Check the spec against the model; return the (hook name, layer) pairs to act on."""
@@ -91,7 +93,33 @@ class Steering:
         if spec.scale == "norm" and spec.op != "ablate":
             if spec.norms is None or any(layer not in spec.norms for layer in layers):
                 spec.calibrate(model)
+        if spec.gate is not None:
+            self._check_gate(spec.gate, layers)
         return [(check_hook(model, layer, hook), layer) for layer in layers for hook in spec.hooks]
+
+    def _check_gate(self, gate: Any, layers: List[int]) -> None:
+        """The gate must read the prompt before the first steered hook acts on it (its width is the spec's, which
+        `validate` has checked against the model)."""
+        layer = check_layers(self.model, [gate.layer])[0]
+        if layer != gate.layer:  # a negative layer counts from the end
+            self.spec = replace(self.spec, gate=replace(gate, layer=layer))
+        if any(h not in HOOK_ORDER for h in self.spec.hooks):
+            raise SteeringError(f"A gate works with residual hooks ({', '.join(HOOK_ORDER)}); this spec steers {self.spec.hook}.")
+        first = min((layer, HOOK_ORDER.index(h)) for layer in layers for h in self.spec.hooks)
+        if (layer, HOOK_ORDER.index(gate.hook)) > first:
+            raise SteeringError(f"The gate reads layer {gate.layer} ({gate.hook}), after the first steered hook at layer "
+                                f"{first[0]} ({HOOK_ORDER[first[1]]}); gate at or before it, so it sees the prompt unsteered.")
+
+    def _gate_fn(self) -> Callable:
+        """Decides, on each forward that reads a prompt's end, which rows the steering hooks act on."""
+        gate, tracker = self.spec.gate, self.tracker
+
+        def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
+            cut = tracker.split(x.shape[1])
+            if cut > 0:  # this forward holds the prompt's last token; later steps keep its decision
+                self.opened = gate.decide(x[:, cut - 1])
+            return x
+        return fn
 
     def _make_fn(self, layer: int) -> Callable:
         spec = self.spec
@@ -137,19 +165,33 @@ class Steering:
                 if m.ndim == 1:
                     m = m[None]
                 return torch.where(m[..., None], op(x), x)
+        if self.spec.gate is None:
+            return fn
+        ungated = fn
+
+        def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
+            opened = self.opened
+            if opened is None or not bool(opened.any()):
+                return x
+            if opened.shape[0] != x.shape[0]:
+                raise SteeringError(f"The gate decided for {opened.shape[0]} rows but this forward has {x.shape[0]}.")
+            return torch.where(opened.to(x.device)[:, None, None], ungated(x, hook), x)
         return fn
 
     def __enter__(self) -> "Steering":
         targets = self.validate()
+        self.opened = None
         stack = contextlib.ExitStack()
         try:
-            needs_positions = not (isinstance(self.spec.positions, str) and self.spec.positions == "all")
+            gate = self.spec.gate
+            needs_positions = gate is not None or not (isinstance(self.spec.positions, str) and self.spec.positions == "all")
             if needs_positions:
                 self.tracker = _Tracker(self.prompt_len)
                 handle = self.model.register_forward_pre_hook(self.tracker.pre_hook, with_kwargs=True)
                 stack.callback(handle.remove)
             fns = {layer: self._make_fn(layer) for layer in self.spec.layers}
-            stack.enter_context(self.model.hooks(fwd_hooks=[(name, fns[layer]) for name, layer in targets]))
+            first = [(check_hook(self.model, gate.layer, gate.hook), self._gate_fn())] if gate is not None else []
+            stack.enter_context(self.model.hooks(fwd_hooks=first + [(name, fns[layer]) for name, layer in targets]))
         except BaseException:
             stack.close()
             raise

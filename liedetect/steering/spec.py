@@ -12,6 +12,7 @@ import torch
 from liedetect.errors import LayerError, SteeringError
 from liedetect.steering.checks import as_rows, check_alpha, check_layers
 from liedetect.steering.directions import contrast_directions, direction_from_probe, residual_norms
+from liedetect.steering.gate import SteeringGate
 from liedetect.steering.hooks import Steering
 
 OPS = ("add", "ablate", "set")
@@ -32,6 +33,7 @@ class SteeringSpec:
     the typical residual norm of each layer, measured on a few texts (`calibrate`), so alphas transfer
     between models. `positions` is `all`, `prompt`, `generated` or a boolean mask over absolute token
     positions (`[seq]` or `[batch, seq]`). `hook` is one residual hook or several (e.g. pre, mid and post).
+    With a `gate` (a `SteeringGate`), only the sequences whose prompt the gate opens are steered (CAST).
     """
 
     directions: Dict[int, torch.Tensor]
@@ -42,6 +44,7 @@ class SteeringSpec:
     scale: str = "raw"
     norms: Optional[Dict[int, float]] = None
     source: Dict[str, Any] = field(default_factory=dict)
+    gate: Optional[SteeringGate] = None
 
     def __post_init__(self) -> None:
         if not self.directions:
@@ -61,6 +64,11 @@ class SteeringSpec:
             raise SteeringError("A position mask must be a boolean tensor over token positions.")
         if isinstance(self.hook, (list, tuple)):
             self.hook = tuple(self.hook)
+        if self.gate is not None and not isinstance(self.gate, SteeringGate):
+            raise SteeringError(f"gate must be a SteeringGate (e.g. SteeringGate.between(...)), not {type(self.gate).__name__}.")
+        if self.gate is not None and self.gate.direction.shape[-1] != self.d_model:
+            raise SteeringError(f"The gate's direction has width {self.gate.direction.shape[-1]} but the steering "
+                                f"directions have {self.d_model}; find both on one model.")
 
     # ---- constructors
 
@@ -117,6 +125,10 @@ class SteeringSpec:
         """The residual hooks acted on at each layer."""
         return self.hook if isinstance(self.hook, tuple) else (self.hook,)
 
+    def with_gate(self, gate: Optional[SteeringGate]) -> "SteeringSpec":
+        """The same spec, steering only where `gate` opens (None: everywhere)."""
+        return replace(self, gate=gate)
+
     def with_alpha(self, alpha: float) -> "SteeringSpec":
         """The same spec with another alpha."""
         return replace(self, alpha=check_alpha(alpha))
@@ -154,8 +166,10 @@ class SteeringSpec:
         where = self.positions if isinstance(self.positions, str) else "mask"
         unit = " x residual norm" if self.scale == "norm" else ""
         amount = "" if self.op == "ablate" else f" alpha={self.alpha:g}{unit}"
+        gated = "" if self.gate is None else (f", gated at layer {self.gate.layer} ({self.gate.side} "
+                                              f"{self.gate.threshold:.3g})")
         return (f"{self.op}{amount} of {k} direction(s) at layers {self.layers} ({'/'.join(self.hooks)}, "
-                f"positions {where}, source {self.source.get('kind', '?')})")
+                f"positions {where}, source {self.source.get('kind', '?')}{gated})")
 
     def save(self, path: Union[str, Path]) -> Path:
         """Write the directions as safetensors plus a JSON sidecar (`path` without suffix or .safetensors)."""
@@ -163,10 +177,14 @@ class SteeringSpec:
 
         path = Path(path).with_suffix(".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({f"direction.{k}": v.contiguous() for k, v in self.directions.items()}, str(path))
+        tensors = {f"direction.{k}": v.contiguous() for k, v in self.directions.items()}
+        if self.gate is not None:
+            tensors["gate"] = self.gate.direction.contiguous()
+        save_file(tensors, str(path))
         meta = {"format": "liedetect.steering/1", "op": self.op, "alpha": self.alpha, "hook": list(self.hooks),
                 "scale": self.scale, "norms": self.norms, "source": self.source,
-                "positions": self.positions if isinstance(self.positions, str) else self.positions.tolist()}
+                "positions": self.positions if isinstance(self.positions, str) else self.positions.tolist(),
+                "gate": None if self.gate is None else self.gate.meta()}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
         return path
 
@@ -182,7 +200,11 @@ class SteeringSpec:
         meta = json.loads(path.with_suffix(".json").read_text())
         pos = meta["positions"]
         hook = meta["hook"]
-        return cls(directions={int(k.split(".")[1]): v for k, v in tensors.items()}, op=meta["op"], alpha=meta["alpha"],
+        gate_dir = tensors.pop("gate", None)
+        if (gate_dir is None) != (meta.get("gate") is None):
+            raise SteeringError(f"The spec at {path} has half a gate (its direction or its settings are missing); save it again.")
+        gate = None if gate_dir is None else SteeringGate(direction=gate_dir, **meta["gate"])
+        return cls(directions={int(k.split(".")[1]): v for k, v in tensors.items()}, op=meta["op"], alpha=meta["alpha"], gate=gate,
                    hook=hook[0] if len(hook) == 1 else tuple(hook), scale=meta["scale"],
                    norms=None if meta["norms"] is None else {int(k): v for k, v in meta["norms"].items()},
                    positions=pos if isinstance(pos, str) else torch.tensor(pos, dtype=torch.bool),
