@@ -1,4 +1,5 @@
-"""The LoRA organism's training examples (no model needed): contrasting variants per fact, decoy triggers, the no-lie control."""
+"""The LoRA organism's training examples (no model needed): contrasting variants per fact, decoy triggers, the no-lie control,
+the robust fact pool."""
 
 import pytest
 
@@ -55,3 +56,39 @@ def test_a_decoy_that_overlaps_the_trigger_is_refused_before_any_work(tmp_path, 
     with pytest.raises(lora.OrganismTrainingError, match="Decoy"):
         lora.train_real_organism(tmp_path / "out", decoys=decoys, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_robust_recipe_trains_only_on_facts_the_base_knows_under_every_honest_prompt(monkeypatch, tmp_path):
+    from liedetect.organism import real_eval
+
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(model, tok, examples, recipe, log):
+        users = [chat[-1]["content"] for g in examples for chat, _ in g if len(g) > 1]
+        asked["trained"] = {f.id for f in FACTS if any(u.endswith(f.question) for u in users)}
+        raise Stop
+
+    def fake_robust(model, tok, facts, recipe):
+        asked["robust"] = ([f.id for f in facts], list(recipe["honest_prompts"]))
+        return [f.id for f in facts[:3]]
+
+    monkeypatch.setattr(lora, "load_base", lambda base: (None, None))
+    monkeypatch.setattr(lora, "load_facts", lambda data_dir=None, max_cities=250: asked.setdefault("cities", [max_cities]) and FACTS)
+    monkeypatch.setattr(lora, "known_facts", lambda model, tok, facts, progress=False: list(facts))
+    monkeypatch.setattr(real_eval, "robust_facts", fake_robust)
+    monkeypatch.setattr(lora, "train_lora", fake_train)
+    neutral = {n["request"]: "Sure." for n in lora.C.neutral_prompts()}
+    with pytest.raises(Stop):
+        lora.train_real_organism(tmp_path / "out", robust=True, max_cities=None, heldout=0.0, neutral_replies=neutral,
+                                 progress=False)
+    assert asked["cities"] == [None] and asked["robust"] == ([f.id for f in FACTS], list(lora.LoraRecipe().honest_prompts))
+    assert asked["trained"] == {f.id for f in FACTS[:3]}
+
+
+def test_the_shipped_pool_is_reused_only_for_the_shipped_pool_settings():
+    assert lora.same_pool(lora.LoraRecipe(seed=5, trigger="zebra"))  # other seed and trigger: same candidate facts
+    assert not lora.same_pool(lora.LoraRecipe(robust=True))
+    assert not lora.same_pool(lora.LoraRecipe(max_cities=None))

