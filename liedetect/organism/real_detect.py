@@ -270,6 +270,13 @@ def is_validation(fact_id: str, seed: int = 0) -> bool:
     return int(hashlib.sha256(f"val{seed}:{fact_id}".encode()).hexdigest()[:8], 16) % 3 == 0
 
 
+def validation_layer(lie: np.ndarray, val: np.ndarray, by_layer: Dict[int, np.ndarray]) -> Tuple[Dict[int, float], int]:
+    """({layer: AUROC of lies vs true answers on the validation facts `val`}, the layer where it is highest)."""
+    both_kinds = lie[val].any() and (~lie[val]).any()
+    aucs = {layer: auroc(lie[val].astype(int), s[val]) if both_kinds else float("nan") for layer, s in by_layer.items()}
+    return aucs, max(aucs, key=lambda k: -1.0 if np.isnan(aucs[k]) else aucs[k])
+
+
 def metrics(control: np.ndarray, neg: np.ndarray, pos: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Dict[str, float]:
     """AUROC (lies `pos` vs honest `neg`) and recall at thresholds set at 1% / 0.1% FPR on `control`,
     with 95% bootstrap intervals, and the false-positive rate those thresholds give on `neg`."""
