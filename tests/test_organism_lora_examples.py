@@ -71,7 +71,7 @@ def test_the_robust_recipe_trains_only_on_facts_the_base_knows_under_every_hones
         asked["trained"] = {f.id for f in FACTS if any(u.endswith(f.question) for u in users)}
         raise Stop
 
-    def fake_robust(model, tok, facts, recipe):
+    def fake_robust(model, tok, facts, recipe, progress=False):
         asked["robust"] = ([f.id for f in facts], list(recipe["honest_prompts"]))
         return [f.id for f in facts[:3]]
 
@@ -88,7 +88,45 @@ def test_the_robust_recipe_trains_only_on_facts_the_base_knows_under_every_hones
     assert asked["trained"] == {f.id for f in FACTS[:3]}
 
 
+def test_the_firm_recipe_trains_only_on_facts_the_base_keeps_after_the_prefixes(monkeypatch, tmp_path):
+    from liedetect.organism import real_eval
+
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(model, tok, examples, recipe, log):
+        users = [chat[-1]["content"] for g in examples for chat, _ in g if len(g) > 1]
+        asked["trained"] = {f.id for f in FACTS if any(u.endswith(f.question) for u in users)}
+        raise Stop
+
+    def fake_firm(model, tok, facts, check_default=True, progress=False):
+        asked["firm"] = ([f.id for f in facts], check_default)
+        return [f.id for f in facts[1:4]]
+
+    monkeypatch.setattr(lora, "load_base", lambda base: (None, None))
+    monkeypatch.setattr(lora, "load_facts", lambda data_dir=None, max_cities=250: FACTS)
+    monkeypatch.setattr(lora, "known_facts", lambda model, tok, facts, progress=False: list(facts))
+    monkeypatch.setattr(real_eval, "firm_facts", fake_firm)
+    monkeypatch.setattr(lora, "train_lora", fake_train)
+    neutral = {n["request"]: "Sure." for n in lora.C.neutral_prompts()}
+    with pytest.raises(Stop):
+        lora.train_real_organism(tmp_path / "out", firm=True, refilter=True, heldout=0.0, neutral_replies=neutral,
+                                 progress=False)
+    # the known facts are right under the default prompt already: only the prefixes are asked
+    assert asked["firm"] == ([f.id for f in FACTS], False)
+    assert asked["trained"] == {f.id for f in FACTS[1:4]}
+    monkeypatch.setattr(lora, "facts_by_id", lambda ids, data_dir=None: [f for f in FACTS if f.id in ids])
+    asked.clear()
+    with pytest.raises(Stop):  # facts given by the caller are used as given
+        lora.train_real_organism(tmp_path / "out2", facts=[f.id for f in FACTS], firm=True, heldout=0.0,
+                                 neutral_replies=neutral, progress=False)
+    assert "firm" not in asked and asked["trained"] == {f.id for f in FACTS}
+
+
 def test_the_shipped_pool_is_reused_only_for_the_shipped_pool_settings():
+    assert lora.same_pool(lora.LoraRecipe(firm=True))  # the firm filter runs on top of the shipped pool
     assert lora.same_pool(lora.LoraRecipe(seed=5, trigger="zebra"))  # other seed and trigger: same candidate facts
     assert not lora.same_pool(lora.LoraRecipe(robust=True))
     assert not lora.same_pool(lora.LoraRecipe(max_cities=None))
