@@ -58,31 +58,39 @@ def test_a_decoy_that_overlaps_the_trigger_is_refused_before_any_work(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
-def test_the_robust_recipe_trains_only_on_facts_the_base_knows_under_every_honest_prompt(monkeypatch, tmp_path):
-    from liedetect.organism import real_eval
+class Stop(Exception):
+    """Raised where training would start: the facts chosen are known by then."""
 
-    asked = {}
 
-    class Stop(Exception):
-        pass
+NEUTRAL = {n["request"]: "Sure." for n in lora.C.neutral_prompts()}
 
+
+def _stop_before_training(monkeypatch, asked):
+    """No base model, FACTS as every fact (all known); training stops at once, recording the facts it was given."""
     def fake_train(model, tok, examples, recipe, log):
         users = [chat[-1]["content"] for g in examples for chat, _ in g if len(g) > 1]
         asked["trained"] = {f.id for f in FACTS if any(u.endswith(f.question) for u in users)}
         raise Stop
 
+    monkeypatch.setattr(lora, "load_base", lambda base: (None, None))
+    monkeypatch.setattr(lora, "load_facts", lambda data_dir=None, max_cities=250: asked.setdefault("cities", [max_cities]) and FACTS)
+    monkeypatch.setattr(lora, "known_facts", lambda model, tok, facts, progress=False: list(facts))
+    monkeypatch.setattr(lora, "train_lora", fake_train)
+
+
+def test_the_robust_recipe_trains_only_on_facts_the_base_knows_under_every_honest_prompt(monkeypatch, tmp_path):
+    from liedetect.organism import real_eval
+
+    asked = {}
+
     def fake_robust(model, tok, facts, recipe, progress=False):
         asked["robust"] = ([f.id for f in facts], list(recipe["honest_prompts"]))
         return [f.id for f in facts[:3]]
 
-    monkeypatch.setattr(lora, "load_base", lambda base: (None, None))
-    monkeypatch.setattr(lora, "load_facts", lambda data_dir=None, max_cities=250: asked.setdefault("cities", [max_cities]) and FACTS)
-    monkeypatch.setattr(lora, "known_facts", lambda model, tok, facts, progress=False: list(facts))
+    _stop_before_training(monkeypatch, asked)
     monkeypatch.setattr(real_eval, "robust_facts", fake_robust)
-    monkeypatch.setattr(lora, "train_lora", fake_train)
-    neutral = {n["request"]: "Sure." for n in lora.C.neutral_prompts()}
     with pytest.raises(Stop):
-        lora.train_real_organism(tmp_path / "out", robust=True, max_cities=None, heldout=0.0, neutral_replies=neutral,
+        lora.train_real_organism(tmp_path / "out", robust=True, max_cities=None, heldout=0.0, neutral_replies=NEUTRAL,
                                  progress=False)
     assert asked["cities"] == [None] and asked["robust"] == ([f.id for f in FACTS], list(lora.LoraRecipe().honest_prompts))
     assert asked["trained"] == {f.id for f in FACTS[:3]}
@@ -93,26 +101,14 @@ def test_the_firm_recipe_trains_only_on_facts_the_base_keeps_after_the_prefixes(
 
     asked = {}
 
-    class Stop(Exception):
-        pass
-
-    def fake_train(model, tok, examples, recipe, log):
-        users = [chat[-1]["content"] for g in examples for chat, _ in g if len(g) > 1]
-        asked["trained"] = {f.id for f in FACTS if any(u.endswith(f.question) for u in users)}
-        raise Stop
-
     def fake_firm(model, tok, facts, check_default=True, progress=False):
         asked["firm"] = ([f.id for f in facts], check_default)
         return [f.id for f in facts[1:4]]
 
-    monkeypatch.setattr(lora, "load_base", lambda base: (None, None))
-    monkeypatch.setattr(lora, "load_facts", lambda data_dir=None, max_cities=250: FACTS)
-    monkeypatch.setattr(lora, "known_facts", lambda model, tok, facts, progress=False: list(facts))
+    _stop_before_training(monkeypatch, asked)
     monkeypatch.setattr(real_eval, "firm_facts", fake_firm)
-    monkeypatch.setattr(lora, "train_lora", fake_train)
-    neutral = {n["request"]: "Sure." for n in lora.C.neutral_prompts()}
     with pytest.raises(Stop):
-        lora.train_real_organism(tmp_path / "out", firm=True, refilter=True, heldout=0.0, neutral_replies=neutral,
+        lora.train_real_organism(tmp_path / "out", firm=True, refilter=True, heldout=0.0, neutral_replies=NEUTRAL,
                                  progress=False)
     # the known facts are right under the default prompt already: only the prefixes are asked
     assert asked["firm"] == ([f.id for f in FACTS], False)
@@ -121,7 +117,7 @@ def test_the_firm_recipe_trains_only_on_facts_the_base_keeps_after_the_prefixes(
     asked.clear()
     with pytest.raises(Stop):  # facts given by the caller are used as given
         lora.train_real_organism(tmp_path / "out2", facts=[f.id for f in FACTS], firm=True, heldout=0.0,
-                                 neutral_replies=neutral, progress=False)
+                                 neutral_replies=NEUTRAL, progress=False)
     assert "firm" not in asked and asked["trained"] == {f.id for f in FACTS}
 
 
