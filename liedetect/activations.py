@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from safetensors import SafetensorError
@@ -15,55 +15,11 @@ from safetensors.torch import load_file, save_file
 
 from liedetect import __version__
 from liedetect.bos import apply_bos, bos_policy, describe_bos
-from liedetect.errors import CheckpointError, DataError
+from liedetect.errors import CheckpointError, DataError, LayerError
 from liedetect.models import check_hook, model_id, resolve_layers
+# Marker, Span and parse_position live in liedetect.positions; they stay importable from here.
+from liedetect.positions import Marker, Picker, Position, Span, parse_position, position_label, token_rows  # noqa: F401
 from liedetect.progress import progress_bar
-
-
-@dataclass(frozen=True)
-class Span:
-    """Character span [start, end) of the text; the tokens overlapping it are reduced by `reduce`."""
-
-    start: int
-    end: int
-    reduce: str = "mean"
-
-
-@dataclass(frozen=True)
-class Marker:
-    """The last token of the last occurrence of `text` in each input (e.g. the answer word)."""
-
-    text: str
-
-
-Position = Union[str, int, Span, Marker]
-
-
-def position_label(position: Position) -> str:
-    """A short string naming a position rule, stored in metadata."""
-    if isinstance(position, Span):
-        return f"span:{position.start}:{position.end}:{position.reduce}"
-    if isinstance(position, Marker):
-        return f"marker:{position.text}"
-    return str(position)
-
-
-def parse_position(text: str) -> Position:
-    """'last', 'mean', 'all', an integer, 'span:S:E[:reduce]' or 'marker:TEXT' -> a position rule."""
-    if text in ("last", "mean", "all"):
-        return text
-    if text.startswith("marker:"):
-        return Marker(text[len("marker:"):])
-    if text.startswith("span:"):
-        parts = text.split(":")
-        try:
-            return Span(int(parts[1]), int(parts[2]), *(parts[3:4]))
-        except (ValueError, IndexError):
-            raise DataError(f"Cannot read position {text!r}; write span:START:END[:mean|last].") from None
-    try:
-        return int(text)
-    except ValueError:
-        raise DataError(f"Unknown position {text!r}; use last, mean, all, an integer, span:S:E or marker:TEXT.") from None
 
 
 def texts_hash(texts: Sequence[str]) -> str:
@@ -115,58 +71,46 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, side: str = "right") -
     return ids, mask
 
 
+class _Enough(Exception):
+    """Raised by the hook of the deepest layer asked: nothing above it (nor the unembedding) needs to run."""
+
+
 def token_activations(model: Any, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
-                      layers: Sequence[int], hook: str = "resid_post") -> Dict[int, torch.Tensor]:
-    """One batch through the model, stopped after the deepest layer asked; returns {layer: [batch, seq, d]}."""
+                      layers: Sequence[int], hook: str = "resid_post",
+                      pick: Optional[Callable[[torch.Tensor], Any]] = None) -> Dict[int, Any]:
+    """One batch through the model, stopped inside the hook of the deepest layer asked; {layer: [batch, seq, d]}.
+
+    With `pick`, each layer keeps `pick(hidden)` instead (computed inside the hook, in the model's dtype), so no
+    more than one layer's hidden states is alive at a time.
+    """
     names = {check_hook(model, layer, hook): layer for layer in layers}
-    store: Dict[int, torch.Tensor] = {}
+    store: Dict[int, Any] = {}
+    deepest = max(layers)
 
     def keep(layer: int):
         def fn(tensor: torch.Tensor, hook: Any) -> torch.Tensor:
-            store[layer] = tensor
+            store[layer] = tensor if pick is None else pick(tensor)
+            if layer == deepest:
+                raise _Enough
             return tensor
         return fn
 
-    deepest = max(layers) + 1
-    stop = deepest if deepest < model.cfg.n_layers else None
     device = next(model.parameters()).device
     with torch.inference_mode():
-        model.run_with_hooks(
-            input_ids.to(device),
-            attention_mask=None if attention_mask is None else attention_mask.to(device),
-            fwd_hooks=[(name, keep(layer)) for name, layer in names.items()],
-            stop_at_layer=stop,
-            return_type=None if stop is None else "logits",
-        )
+        try:
+            model.run_with_hooks(
+                input_ids.to(device),
+                attention_mask=None if attention_mask is None else attention_mask.to(device),
+                fwd_hooks=[(name, keep(layer)) for name, layer in names.items()],
+                return_type=None,
+            )
+        except _Enough:
+            pass
+    missing = [layer for layer in layers if layer not in store]
+    if missing:
+        raise LayerError(f"The forward never reached hook {hook} of layer(s) {missing}; this architecture does not "
+                         f"fire it, choose another --hook.")
     return store
-
-
-def _select(hidden: torch.Tensor, mask: torch.Tensor, offsets: List[Tuple[int, int]], text: str,
-            position: Position, index: int) -> torch.Tensor:
-    """Pick the row(s) of one sequence's hidden states [seq, L, d] for a position rule."""
-    real = mask.nonzero().flatten()
-    if position == "last":
-        return hidden[real[-1]]
-    if position == "mean":
-        return hidden[real].mean(dim=0)
-    if position == "all":
-        return hidden[real]
-    if isinstance(position, int):
-        if not -len(real) <= position < len(real):
-            raise DataError(f"Token index {position} is out of range for text {index} ({len(real)} tokens).")
-        return hidden[real[position]]
-    if isinstance(position, Marker):
-        at = text.rfind(position.text)
-        if at < 0:
-            raise DataError(f"Marker {position.text!r} does not occur in text {index}: {text[:80]!r}.")
-        span = Span(at, at + len(position.text), "last")
-    else:
-        span = position
-    chosen = [k for k, (s, e) in enumerate(offsets) if e > s and s < span.end and e > span.start]
-    if not chosen:
-        raise DataError(f"No token of text {index} overlaps characters {span.start}..{span.end}.")
-    rows = hidden[real[torch.tensor(chosen)]]
-    return rows[-1] if span.reduce == "last" else rows.mean(dim=0)
 
 
 @dataclass
@@ -276,24 +220,30 @@ def _read_shard(path: Path) -> Dict[str, torch.Tensor]:
 
 def _capture(model: Any, texts: Sequence[str], layers: List[int], position: Position, hook: str, batch_size: int,
              padding_side: str, enc: Encoded, on_batch=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Capture a list of texts in length-sorted batches; results in input order."""
+    """Capture a list of texts in length-sorted batches; results in input order, float32 on the CPU."""
     order = sorted(range(len(texts)), key=lambda i: len(enc.ids[i]))
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    results: List[Optional[torch.Tensor]] = [None] * len(texts)
+    pieces: List[Optional[torch.Tensor]] = [None] * len(texts)  # position 'all': [tokens, L, d] per text
+    fixed: Optional[torch.Tensor] = None  # other positions: [n, L, d], filled batch by batch
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         ids, mask = pad_batch([enc.ids[i] for i in chunk], pad_id, padding_side)
-        per_layer = token_activations(model, ids, mask, layers, hook)
-        hidden = torch.stack([per_layer[layer] for layer in layers], dim=2).float()  # [b, seq, L, d]
-        for row, i in enumerate(chunk):
-            picked = _select(hidden[row], mask[row], enc.offsets[i], texts[i], position, i)
-            results[i] = picked.cpu().clone()
+        picker = Picker([token_rows(mask[row], enc.offsets[i], texts[i], position, i) for row, i in enumerate(chunk)])
+        per_layer = token_activations(model, ids, mask, layers, hook, pick=picker)
+        if position == "all":
+            for row, i in enumerate(chunk):
+                pieces[i] = torch.stack([per_layer[layer][row] for layer in layers], dim=1).cpu()
+        else:
+            batch = torch.stack([per_layer[layer] for layer in layers], dim=1).cpu()  # [b, L, d]
+            if fixed is None:
+                fixed = torch.empty((len(texts),) + tuple(batch.shape[1:]), dtype=batch.dtype)
+            fixed[torch.tensor(chunk)] = batch
         if on_batch is not None:
             on_batch(len(chunk))
     if position == "all":
-        lengths = torch.tensor([r.shape[0] for r in results], dtype=torch.long)
-        return torch.cat(results), lengths
-    return torch.stack(results), None
+        lengths = torch.tensor([r.shape[0] for r in pieces], dtype=torch.long)
+        return torch.cat(pieces), lengths
+    return fixed, None
 
 
 def extract(model: Any, texts: Sequence[str], layers: Union[str, int, Sequence[int]] = "all", position: Position = "last",
