@@ -328,7 +328,7 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
           out: Path = typer.Option(..., "--out", "-o", help="Scores JSONL, one line per transcript, written as they finish."),
           detector: Optional[Path] = typer.Option(None, "--detector", help="A detector folder: model, probe, layer, format, roles, aggregate and threshold come from it (--control recalibrates)."),
           html_out: Optional[Path] = typer.Option(None, "--html", help="Self-contained HTML report (plus PNG plots next to it)."),
-          model: str = ModelOpt,
+          model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False, help="'organism' (the default), 'smollm2', a .gguf file, a Hugging Face name or a local model folder; with --detector, the detector's own."),
           control: Optional[Path] = typer.Option(None, help="Honest control transcripts to set the threshold on."),
           fpr: float = typer.Option(0.01, help="False-positive rate on the control set that fixes the threshold."),
           roles: str = typer.Option("assistant", help="Comma-separated roles whose messages are scored."),
@@ -353,13 +353,19 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
 
     require(detector or probe, "Pass --detector D (from `liedetect detector train`) or --probe P to say what to score with.")
     # bad options, inputs and output paths fail before a model is loaded or an output touched
+    if detector is not None:  # options that contradict the detector are refused, not ignored
+        from liedetect.cli.detector import check_detector_options
+
+        det = check_detector_options(detector, probe, model, layer=(layer, None), hook=(hook, None),
+                                     roles=(roles, "assistant"), aggregate=(aggregate, "mean"), format=(fmt, "auto"))
+    model = model or DEFAULT_MODEL
     data, cdata = preflight(transcripts, probe, out, control=control, html=html_out, model=None if detector else model,
                             detector=detector, fpr=fpr, strict=strict, resume=resume, aggregate=aggregate, fmt=fmt,
                             too_long=too_long, engine=engine)
     if detector is not None:  # model, probe, layer, format, roles, aggregate and threshold come from the detector
         from liedetect.cli.detector import score_with_detector
 
-        result = score_with_detector(detector, data, transcripts.name, out=out, control=cdata, fpr=fpr, device=device, dtype=dtype,
+        result = score_with_detector(det, data, transcripts.name, out=out, control=cdata, fpr=fpr, device=device, dtype=dtype,
                                      batch_size=batch_size, max_batch_tokens=max_batch_tokens, resume=resume, strict=strict,
                                      too_long=too_long, progress=not quiet)
     bridge = None if detector is not None else load_model(model, device=device, dtype=dtype)

@@ -30,8 +30,9 @@ FORMAT = "liedetect-detector"
 FORMAT_VERSION = 1
 DETECTOR_JSON = "detector.json"
 PROBE_NAME = "probe"
+DETECTOR_FILES = (DETECTOR_JSON, PROBE_NAME + ".json", PROBE_NAME + ".safetensors")
 
-__all__ = ["Detector", "transcripts_fingerprint", "is_detector", "load_training_data"]
+__all__ = ["Detector", "transcripts_fingerprint", "is_detector", "load_training_data", "read_control"]
 
 
 def transcripts_fingerprint(transcripts: Sequence[Any]) -> str:
@@ -63,6 +64,15 @@ def load_training_data(data: Any, limit: Optional[int] = None, seed: int = 0) ->
         tset = load_transcripts(text, strict=True)
         return {"kind": "transcripts", "transcripts": tset.transcripts, "name": Path(text).name}
     return {"kind": "statements", "dataset": load_dataset(text, n=limit, seed=seed), "name": text}
+
+
+def read_control(control: Any) -> Any:
+    """An honest control set checked as `score --control` checks it: readable, encodable, no deceptive row."""
+    from liedetect.paths import check_transcripts_encodable
+    from liedetect.scoring.run import check_control
+    from liedetect.scoring.transcripts import as_transcript_set
+
+    return check_control(check_transcripts_encodable(as_transcript_set(control, strict=False)))
 
 
 def _statement_transcripts(dataset: Any) -> List[Any]:
@@ -234,11 +244,10 @@ class Detector:
     def calibrate(self, model: Any, control: Any, fpr: float = 0.01, progress: bool = False) -> "Detector":
         """Set the threshold at `fpr` on honest control transcripts; record their sha256 and size."""
         from liedetect.scoring import calibrate, message_rows, score_transcripts
-        from liedetect.scoring.transcripts import as_transcript_set
         from probes.metrics import threshold_at_fpr
 
         self.check_model(model)
-        data = as_transcript_set(control, strict=False)
+        data = read_control(control)  # honest rows only, as `score --control`
         result = score_transcripts(model, self.probe, data, progress=progress, **self._score_kwargs())
         rows = message_rows(result.records, self.aggregate)
         cal = calibrate(rows, fpr, "control")
@@ -292,29 +301,51 @@ class Detector:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **d, "probe": PROBE_NAME}
 
     def save(self, path: Union[str, Path]) -> Path:
-        """Write the detector folder (probe.safetensors, probe.json, detector.json); return the folder."""
+        """Write the detector folder (probe.safetensors, probe.json, detector.json, manifest.json) whole or not at
+        all: into a temporary sibling folder, swapped into place; return the folder."""
+        from liedetect.artifacts import check_artifact_target, write_artifact_dir
+        from liedetect.schemas import check_detector
+        from liedetect.scoring.render import FORMATS
+        from liedetect.scoring.scorer import AGGREGATES
+
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.probe.save(folder / PROBE_NAME, meta=self.probe.meta_)
-        (folder / DETECTOR_JSON).write_text(json.dumps(probes.base._jsonable(self.to_dict()), indent=1) + "\n")
-        return folder
+        check_artifact_target(folder, DETECTOR_FILES, "a detector")
+        d = self.to_dict()
+        check_detector(d, "this detector", FORMAT_VERSION, FORMATS, AGGREGATES)  # never save what load refuses
+        doc = json.dumps(probes.base._jsonable(d), indent=1) + "\n"
+
+        def write(tmp: Path) -> None:
+            self.probe.save(tmp / PROBE_NAME, meta=self.probe.meta_)
+            (tmp / DETECTOR_JSON).write_text(doc, encoding="utf-8")
+
+        return write_artifact_dir(folder, write, FORMAT, FORMAT_VERSION)
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "Detector":
-        """Read a detector folder written by `save`."""
+        """Read a detector folder written by `save`, after checking its manifest (when it has one: folders written
+        before manifests still load) and detector.json's schema; a mix of two versions is one CheckpointError."""
+        from liedetect.artifacts import verify_manifest
+        from liedetect.schemas import check_detector
+        from liedetect.scoring.render import FORMATS
+        from liedetect.scoring.scorer import AGGREGATES
+
         folder = Path(path)
         meta_path = folder / DETECTOR_JSON
-        if not meta_path.exists():
+        if not meta_path.is_file():
             raise CheckpointError(f"{folder} is not a detector folder (no {DETECTOR_JSON}); make one with "
                                   f"`liedetect detector train DATA --out {folder}`.")
+        verify_manifest(folder, FORMAT, FORMAT_VERSION)
         d = read_format_json(meta_path, FORMAT, CheckpointError, "detector", "retrain or re-save the detector")
-        probe = read_probe(folder / d.get("probe", PROBE_NAME))
-        keep = {k: d[k] for k in ("model_id", "model_spec", "layer", "hook", "method", "fmt", "roles", "aggregate",
-                                  "position", "bos", "training", "calibration") if k in d}
+        keep = check_detector(d, meta_path, FORMAT_VERSION, FORMATS, AGGREGATES)
+        probe = read_probe(folder / keep.pop("probe_file"))
         det = cls(probe=probe, **keep)
         if probe.meta_.get("model_id") not in (None, det.model_id):
             raise ProbeMismatchError(f"{folder}: detector.json names model {det.model_id!r} but its probe was trained "
                                      f"on {probe.meta_.get('model_id')!r}.")
+        for key in ("layer", "hook"):
+            if probe.meta_.get(key) not in (None, getattr(det, key)):
+                raise CheckpointError(f"{folder}: detector.json says {key} {getattr(det, key)!r} but its probe records "
+                                      f"{probe.meta_.get(key)!r}: the folder mixes files of two detectors; retrain it.")
         return det
 
     def summary(self) -> str:

@@ -143,7 +143,7 @@ def score_transcripts(model: Any, probe: Any, transcripts: Union[str, Path, Tran
 
     Everything is checked before `out` is touched: options, inputs, the control set, the output paths; one
     process writes an `out` at a time (`<out>.lock`)."""
-    from liedetect.paths import OutputLock, check_outputs
+    from liedetect.paths import OutputLock, check_outputs, check_transcripts_encodable
     from liedetect.scoring.calibration import check_fpr
     from liedetect.scoring.store import check_targets, score_outputs, settings_digest, transcript_fingerprint
 
@@ -151,8 +151,8 @@ def score_transcripts(model: Any, probe: Any, transcripts: Union[str, Path, Tran
     check_fpr(fpr)
     if engine not in ("local", "ray"):
         raise DataError(f"Unknown engine {engine!r}; use local or ray.")
-    data = as_transcript_set(transcripts, strict)
-    cdata = None if control is None else check_control(as_transcript_set(control, strict))
+    data = check_transcripts_encodable(as_transcript_set(transcripts, strict))
+    cdata = None if control is None else check_control(check_transcripts_encodable(as_transcript_set(control, strict)))
     if out is not None:
         outputs = score_outputs(out)
         check_outputs(list(outputs.values()), [p for p in (transcripts, control) if isinstance(p, (str, Path))])
@@ -237,7 +237,7 @@ def preflight(transcripts: Union[str, Path], probe: Union[None, str, Path], out:
     engine), the inputs, the control set, the probe's files (or the detector folder) and every output path
     (none may be an input); returns (transcripts, control set)."""
     from liedetect.options import check_choice, input_paths, probe_files
-    from liedetect.paths import check_outputs
+    from liedetect.paths import check_outputs, check_transcripts_encodable
     from liedetect.probe_io import validate_probe_files
     from liedetect.scoring.calibration import check_fpr
     from liedetect.scoring.render import FORMATS, TOO_LONG
@@ -249,11 +249,12 @@ def preflight(transcripts: Union[str, Path], probe: Union[None, str, Path], out:
     for name, value in choices.items():
         check_choice(value, known[name], "--" + {"fmt": "format"}.get(name, name).replace("_", "-"))
     check_fpr(fpr)
-    data = load_transcripts(transcripts, strict=strict)
+    data = check_transcripts_encodable(load_transcripts(transcripts, strict=strict))
     if not data.transcripts:
         raise DataError(f"No transcript in {transcripts} could be read ({len(data.problems)} lines skipped); "
                         f"the first problem: {data.problems[0] if data.problems else 'the file is empty'}.")
-    cdata = None if control is None else check_control(load_transcripts(control, strict=strict))
+    cdata = None if control is None else \
+        check_control(check_transcripts_encodable(load_transcripts(control, strict=strict)))
     outputs = list(score_outputs(out).values())
     if html is not None:
         html = Path(html)
