@@ -358,7 +358,7 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
 
         det = check_detector_options(detector, probe, model, layer=(layer, None), hook=(hook, None),
                                      roles=(roles, "assistant"), aggregate=(aggregate, "mean"), format=(fmt, "auto"))
-    model = model or DEFAULT_MODEL
+    model = DEFAULT_MODEL if model is None else model
     data, cdata = preflight(transcripts, probe, out, control=control, html=html_out, model=None if detector else model,
                             detector=detector, fpr=fpr, strict=strict, resume=resume, aggregate=aggregate, fmt=fmt,
                             too_long=too_long, engine=engine)

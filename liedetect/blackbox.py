@@ -26,6 +26,7 @@ from sklearn.preprocessing import StandardScaler
 
 from liedetect.errors import DataError
 from liedetect.paths import read_csv_rows
+from liedetect.schemas import check_blackbox
 from probes.metrics import auroc, bootstrap_ci, recall_at_fpr
 
 Conversation = List[Dict[str, str]]
@@ -33,6 +34,7 @@ LogProbFn = Callable[[Sequence[Conversation]], Sequence[Mapping[str, float]]]
 YES = ("Yes", " Yes", "yes", " yes")
 NO = ("No", " No", "no", " no")
 FLOOR = -30.0
+BLACKBOX_FORMAT = "liedetect.blackbox/1"
 
 
 # ---------------------------------------------------------------- data
@@ -134,8 +136,18 @@ class LocalLogProbs:
         templated = bool(getattr(tok, "chat_template", None))
         return list(tok.encode(self.render(conv), add_special_tokens=not templated))
 
-    def __call__(self, convs: Sequence[Conversation]) -> List[Dict[str, float]]:
+    def check(self, convs: Sequence[Conversation]) -> List[List[int]]:
+        """The token ids of each conversation, after checking each fits the model's context (one DataError)."""
         rows = [self.tokens(c) for c in convs]
+        n_ctx = getattr(self.model.cfg, "n_ctx", None)
+        longest = max((len(r) for r in rows), default=0)
+        if n_ctx and longest > n_ctx:
+            raise DataError(f"A conversation with its follow-up question is {longest} tokens, more than this model's "
+                            f"context of {n_ctx}; use shorter questions or fewer turns, or a model with a longer context.")
+        return rows
+
+    def __call__(self, convs: Sequence[Conversation]) -> List[Dict[str, float]]:
+        rows = self.check(convs)
         out: List[Optional[Dict[str, float]]] = [None] * len(rows)
         groups: Dict[str, List[int]] = {}
         for i, conv in enumerate(convs):  # branches of one transcript share everything but the last message
@@ -195,6 +207,9 @@ def followup_features(logprob_fn: LogProbFn, transcripts: Sequence[Conversation]
     if not followups:
         raise DataError("No follow-up questions to ask.")
     branches = [list(t) + [{"role": "user", "content": q}] for t in transcripts for q in followups]
+    check = getattr(logprob_fn, "check", None)
+    if check is not None:  # every branch fits before any is run
+        check(branches)
     values: List[float] = []
     for i in range(0, len(branches), chunk):
         got = logprob_fn(branches[i:i + chunk])
@@ -237,21 +252,28 @@ class FollowupDetector:
         return 1.0 / (1.0 + np.exp(-(x @ self.coef + self.intercept)))
 
     def save(self, path: Union[str, Path]) -> Path:
-        """JSON: the follow-up questions and the fitted numbers."""
-        path = Path(path)
-        path.write_text(json.dumps({"format": "liedetect.blackbox/1", "followups": self.followups, "coef": self.coef.tolist(),
-                                    "intercept": self.intercept, "mean": self.mean.tolist(), "scale": self.scale.tolist()}, indent=1) + "\n")
-        return path
+        """JSON (written whole or not at all): the follow-up questions and the fitted numbers."""
+        from liedetect.artifacts import write_file_atomic
+
+        doc = {"format": BLACKBOX_FORMAT, "followups": self.followups, "coef": self.coef.tolist(),
+               "intercept": self.intercept, "mean": self.mean.tolist(), "scale": self.scale.tolist()}
+        check_blackbox(doc, "this black-box detector", BLACKBOX_FORMAT)  # never save what load refuses
+        return write_file_atomic(Path(path), json.dumps(doc, indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "FollowupDetector":
+        """Read a detector JSON written by `save`, after checking its schema (sizes match, numbers finite)."""
+        from liedetect.errors import CheckpointError
+        from liedetect.paths import check_input_file, read_text
+
+        check_input_file(path, "black-box detector")
         try:
-            d = json.loads(Path(path).read_text())
-            assert d.get("format") == "liedetect.blackbox/1"
-            return cls(d["followups"], np.array(d["coef"]), float(d["intercept"]), np.array(d["mean"]), np.array(d["scale"]))
-        except (OSError, ValueError, KeyError, AssertionError):
-            from liedetect.errors import CheckpointError
-            raise CheckpointError(f"{path} is not a black-box detector file; write one with `liedetect blackbox fit`.") from None
+            d = json.loads(read_text(path, "black-box detector"))
+        except ValueError as exc:
+            raise CheckpointError(f"{path} is not valid JSON ({exc}); write a detector with `liedetect blackbox fit`.") from None
+        check_blackbox(d, path, BLACKBOX_FORMAT)
+        return cls(list(d["followups"]), np.array(d["coef"], dtype=np.float64), float(d["intercept"]),
+                   np.array(d["mean"], dtype=np.float64), np.array(d["scale"], dtype=np.float64))
 
 
 def split_by_group(groups: Any, test_fraction: float = 0.5, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:

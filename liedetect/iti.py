@@ -27,6 +27,8 @@ from liedetect.paths import read_csv_rows
 from probes.heads import head_accuracies, mass_mean_directions, top_heads
 
 PROMPT = "Q: {question}\nA:"
+ITI_FORMAT = "liedetect.iti/1"
+ITI_FILES = ("heads.json", "tensors.safetensors")
 POSITIONS = ("all", "generated")
 
 
@@ -181,31 +183,58 @@ class ITIIntervention:
             yield self
 
     def save(self, path: Union[str, Path]) -> Path:
-        """A folder: heads.json (heads, alpha, meta) + tensors.safetensors (directions, stds, accuracies)."""
+        """A folder written whole or not at all: heads.json (heads, alpha, meta) + tensors.safetensors (directions,
+        stds, accuracies) + manifest.json."""
+        from liedetect.artifacts import check_artifact_target, write_artifact_dir
+
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        check_artifact_target(path, ITI_FILES, "an ITI intervention")
+        if not np.isfinite(self.alpha):
+            raise SteeringError(f"alpha must be a finite number, got {self.alpha}.")
         tensors = {"directions": self.directions.float().contiguous(), "stds": self.stds.float().contiguous()}
         if self.accuracies is not None:
             tensors["accuracies"] = torch.as_tensor(self.accuracies, dtype=torch.float32).contiguous()
-        save_file(tensors, str(path / "tensors.safetensors"))
-        (path / "heads.json").write_text(json.dumps({"format": "liedetect.iti/1", "heads": self.heads,
-                                                     "alpha": self.alpha, "meta": self.meta}, indent=1) + "\n")
-        return path
+        head = json.dumps({"format": ITI_FORMAT, "heads": [list(map(int, h)) for h in self.heads], "alpha": self.alpha,
+                           "meta": self.meta}, indent=1) + "\n"
+
+        def write(tmp: Path) -> None:
+            save_file(tensors, str(tmp / "tensors.safetensors"))
+            (tmp / "heads.json").write_text(head, encoding="utf-8")
+
+        return write_artifact_dir(path, write, ITI_FORMAT, 1)
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "ITIIntervention":
-        """Read a folder written by `save`."""
+        """Read a folder written by `save`, after checking its manifest, heads.json and tensors."""
+        from liedetect.artifacts import verify_manifest
+        from liedetect.schemas import check_iti_heads
+
         path = Path(path)
+        if not (path / "heads.json").is_file() or not (path / "tensors.safetensors").is_file():
+            raise CheckpointError(f"{path} is not an ITI intervention folder (it needs heads.json and tensors.safetensors); "
+                                  f"write one with `liedetect iti fit`.")
+        verify_manifest(path, ITI_FORMAT, 1)
         try:
-            head = json.loads((path / "heads.json").read_text())
-            tensors = load_file(str(path / "tensors.safetensors"))
+            head = json.loads((path / "heads.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} is not an ITI intervention folder ({type(exc).__name__}); write one with `liedetect iti fit`.") from None
-        if head.get("format") != "liedetect.iti/1":
-            raise CheckpointError(f"{path}/heads.json is not a liedetect ITI intervention.")
+            raise CheckpointError(f"{path}/heads.json is not valid JSON ({type(exc).__name__}); write it again with "
+                                  f"`liedetect iti fit`.") from None
+        check_iti_heads(head, path / "heads.json", ITI_FORMAT)
+        try:
+            tensors = load_file(str(path / "tensors.safetensors"))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types (a truncated file)
+            raise CheckpointError(f"{path}/tensors.safetensors could not be read as safetensors ({type(exc).__name__}); "
+                                  f"write the intervention again with `liedetect iti fit`.") from None
+        k = len(head["heads"])
+        dirs, stds = tensors.get("directions"), tensors.get("stds")
+        if dirs is None or stds is None or dirs.ndim != 2 or dirs.shape[0] != k or tuple(stds.shape) != (k,):
+            raise CheckpointError(f"{path}/tensors.safetensors does not hold directions [{k}, d_head] and stds [{k}] for "
+                                  f"the {k} heads of heads.json: the files do not belong together; write it again.")
+        if not bool(torch.isfinite(dirs).all()) or not bool(torch.isfinite(stds).all()):
+            raise CheckpointError(f"{path}/tensors.safetensors holds NaN or infinite values; fit the intervention again.")
         acc = tensors.get("accuracies")
-        return cls([tuple(h) for h in head["heads"]], tensors["directions"], tensors["stds"], float(head["alpha"]),
-                   None if acc is None else acc.numpy(), head.get("meta", {}))
+        return cls([tuple(h) for h in head["heads"]], dirs, stds, float(head["alpha"]),
+                   None if acc is None else acc.numpy(), head.get("meta") or {})
 
 
 def fit_iti(acts: torch.Tensor, labels: Any, groups: Any, k: int = 16, alpha: float = 15.0, val_fraction: float = 0.2,
@@ -312,6 +341,9 @@ def plot_head_accuracies(acc: np.ndarray, path: Union[str, Path], title: str = "
     ax.set_title(title)
     fig.colorbar(im, ax=ax, label="validation accuracy")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    from liedetect.artifacts import write_file_atomic
+
+    try:
+        return write_file_atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)

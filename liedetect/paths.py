@@ -9,7 +9,7 @@ import csv
 import os
 import sys
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, TextIO, Tuple, Union
 
 from liedetect.errors import DataError, LockedError, OutputPathError
 
@@ -237,3 +237,21 @@ def read_csv_rows(path: PathLike, columns: Sequence[str], what: str = "input", h
 def csv_error(exc: csv.Error, path: PathLike, line: int) -> DataError:
     """A csv.Error as one sentence with file and line."""
     return DataError(f"{path} line {line} cannot be read as CSV ({exc}).")
+
+
+def check_encodable(items: Iterable[Tuple[int, str]], path: PathLike) -> None:
+    """Each (line, text) must be encodable as UTF-8: a lone surrogate (JSON "\\ud800") is one DataError naming the
+    file and line, not a tokenizer's TypeError later."""
+    for line, text in items:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise DataError(f"{path} line {line} holds a lone surrogate (U+{ord(text[exc.start]):04X}), which is not "
+                            f"a character and cannot be encoded; remove or replace it.") from None
+
+
+def check_transcripts_encodable(data: Any) -> Any:
+    """Every role and message of a transcript set (`.transcripts`, `.source`) is encodable text; returns the set."""
+    check_encodable(((t.line, part) for t in data.transcripts for m in t.messages
+                     for part in (m.role, m.content)), data.source or "the transcripts")
+    return data

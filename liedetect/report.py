@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from liedetect.artifacts import write_file_atomic
+
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:1em 2em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
@@ -113,13 +115,10 @@ def save_plots(rows: Sequence[Dict[str, Any]], threshold: Optional[float], prefi
     prefix.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     hist = prefix.with_name(prefix.name + "_hist.png")
-    hist.write_bytes(histogram_png(rows, threshold))
-    paths.append(hist)
+    paths.append(write_file_atomic(hist, histogram_png(rows, threshold)))
     roc = roc_png(rows)
     if roc is not None:
-        path = prefix.with_name(prefix.name + "_roc.png")
-        path.write_bytes(roc)
-        paths.append(path)
+        paths.append(write_file_atomic(prefix.with_name(prefix.name + "_roc.png"), roc))
     return paths
 
 
@@ -284,30 +283,67 @@ def _view(k: int, rec: Dict[str, Any], centre: float, scale: float, threshold: O
 def write_report(records: Sequence[Dict[str, Any]], path: Union[str, Path], summary: Optional[Dict[str, Any]] = None,
                  title: str = "liedetect scores", max_views: int = 2000) -> Path:
     """Write the self-contained HTML report to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(records, summary, title, max_views), encoding="utf-8")
-    return path
+    return write_file_atomic(Path(path), render_html(records, summary, title, max_views))
 
 
+def report_files(scores: Union[str, Path], out: Union[str, Path]) -> Tuple[List[Path], List[Path]]:
+    """(inputs, outputs) of `rebuild_report`: the scores and the summary and control scores beside them; the HTML
+    and its two plots."""
+    from liedetect.scoring.store import score_outputs
 
-def rebuild_report(scores: Union[str, Path], out: Union[str, Path], title: Optional[str] = None) -> Tuple[Path, List[Path]]:
-    """The HTML report and plots of a scores JSONL, without rescoring: the summary and control scores written
-    next to it (SCORES.summary.json, SCORES.control.jsonl) supply the thresholds when present."""
+    side = score_outputs(scores)
+    out = Path(out)
+    prefix = out.with_suffix("")
+    return ([Path(scores), side["summary"], side["control"], side["meta"]],
+            [out, prefix.with_name(prefix.name + "_hist.png"), prefix.with_name(prefix.name + "_roc.png")])
+
+
+def preflight_report(scores: Union[str, Path], out: Union[str, Path]) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """Everything `report` checks before it writes: the output paths (none may be an input, the HTML not a folder),
+    the records and the summary beside them; returns (records, summary)."""
+    from liedetect.errors import OutputPathError
+    from liedetect.paths import check_outputs
+
+    out = Path(out)
+    if not out.name or out.is_dir():
+        raise OutputPathError(f"--out {out} is a folder; pass a file path such as report.html.")
+    inputs, outputs = report_files(scores, out)
+    check_outputs(outputs, [p for p in inputs if p.exists()])
+    return _read(Path(scores))
+
+
+def _read(scores: Path) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     import json
 
     from liedetect.errors import DataError
-    from liedetect.scoring import message_rows, read_scores
-    from probes.metrics import threshold_at_fpr
+    from liedetect.paths import read_text
+    from liedetect.scoring import read_scores
+    from liedetect.schemas import check_summary
 
-    scores = Path(scores)
     if not scores.exists():
         raise DataError(f"No scores file at {scores}; write one with `liedetect score TRANSCRIPTS --out {scores}`.")
     records = read_scores(scores)
     if not records:
         raise DataError(f"{scores} holds no complete scored transcript.")
     side = scores.with_name(scores.name + ".summary.json")
-    summary = json.loads(side.read_text()) if side.exists() else {}
+    summary: Dict[str, Any] = {}
+    if side.exists():
+        try:
+            summary = json.loads(read_text(side, "score summary"))
+        except ValueError as exc:
+            raise DataError(f"{side} is not valid JSON ({exc}); delete it or score again.") from None
+        check_summary(summary, side)
+    return records, summary
+
+
+def rebuild_report(scores: Union[str, Path], out: Union[str, Path], title: Optional[str] = None) -> Tuple[Path, List[Path]]:
+    """The HTML report and plots of a scores JSONL, without rescoring: the summary and control scores written
+    next to it (SCORES.summary.json, SCORES.control.jsonl) supply the thresholds when present."""
+    from liedetect.scoring import message_rows, read_scores
+    from probes.metrics import threshold_at_fpr
+
+    records, summary = preflight_report(scores, out)
+    scores = Path(scores)
     calib = summary.get("calibration") or {}
     control = scores.with_suffix(".control.jsonl")
     if calib and "token_threshold" not in calib and not (summary.get("settings") or {}).get("token_threshold") \

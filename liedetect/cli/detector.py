@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -56,14 +55,14 @@ def warn_data(method: Optional[str] = None, template: str = "true-false", meta: 
             warn(f"{name} is the data this probe was trained on, so these numbers are training metrics, not held-out ones.")
 
 
-def score_with_detector(detector: Path, data: Any, name: str, device: str = "auto", dtype: Optional[str] = None,
+def score_with_detector(detector: Any, data: Any, name: str, device: str = "auto", dtype: Optional[str] = None,
                         control: Any = None, fpr: float = 0.01, **kwargs: Any) -> Any:
     """`liedetect score --detector`: load the detector and its model, warn, score (threshold from the detector
     unless a control set is given)."""
     from liedetect.detector import Detector
     from liedetect.models import load_model
 
-    det = Detector.load(detector)
+    det = detector if isinstance(detector, Detector) else Detector.load(detector)
     bridge = load_model(det.model_spec, device=device, dtype=dtype)
     warn_unknown_tokens(bridge, data, name)
     result = det.score(bridge, data, control=control, fpr=fpr if control is not None else None, **kwargs)
@@ -89,12 +88,24 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
           device: str = DeviceOpt, bos: str = BosOpt, quiet: bool = QuietOpt) -> None:
     """Train a detector on statements, contrast pairs or labelled chats, and save it as a folder."""
     import probes
-    from liedetect.detector import Detector, load_training_data
+    from liedetect.artifacts import check_artifact_target
+    from liedetect.detector import DETECTOR_FILES, Detector, load_training_data
     from liedetect.models import load_model
+    from liedetect.options import check_choice, input_paths
+    from liedetect.paths import check_outputs, check_transcripts_encodable
+    from liedetect.scoring.render import FORMATS
+    from liedetect.scoring.scorer import AGGREGATES
 
+    # one preflight: options, inputs, the output folder, before any model loads
     probes.is_paired(method)  # an unknown method fails before the model loads
+    check_choice(aggregate, AGGREGATES, "--aggregate")
+    check_choice(fmt, FORMATS, "--format")
     warn_data(method=method, template=template)
+    check_outputs([out], input_paths(data, model), folder=[True])
+    check_artifact_target(out, DETECTOR_FILES, "a detector")
     src = load_training_data(data, limit=limit, seed=seed)
+    if src["kind"] == "transcripts":
+        check_transcripts_encodable(_Named(src["transcripts"], data))
     bridge = load_model(model, device=device, bos=bos)
     texts = list(src["dataset"].statements) if src["kind"] == "statements" else \
         [m.content for t in src["transcripts"] for m in t.messages]
@@ -108,6 +119,41 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
     console.print(f"detector -> {path}")
 
 
+class _Named:
+    """Transcripts with the file they came from (for messages that name it)."""
+
+    def __init__(self, transcripts: Any, source: Any) -> None:
+        self.transcripts, self.source = transcripts, str(source)
+
+
+def check_detector_options(detector: Path, probe: Optional[Path] = None, model: Optional[str] = None,
+                           **given: Any) -> Any:
+    """The detector (loaded and checked) after refusing options that contradict it: --probe beside --detector,
+    a --model other than the detector's, and a --layer, --hook, --roles, --aggregate or --format it does not use
+    (`given`: option name -> (value, the option's default))."""
+    from liedetect.detector import Detector
+    from liedetect.errors import OptionError
+
+    if probe is not None:
+        raise OptionError("--probe and --detector both say what to score with; pass one (the detector holds its own probe).")
+    det = Detector.load(detector)
+    if model is not None and model != det.model_spec and not _same_path(model, det.model_spec):
+        raise OptionError(f"--model {model} contradicts the detector, which reads {det.model_spec!r} "
+                          f"({detector}/detector.json); leave --model out: the detector loads its own model.")
+    mine = {"layer": det.layer, "hook": det.hook, "roles": ",".join(det.roles), "aggregate": det.aggregate,
+            "format": det.fmt}
+    for name, (value, default) in given.items():
+        if value is not None and value != default and str(value) != str(mine[name]):
+            raise OptionError(f"--{name} {value} contradicts the detector, which uses {mine[name]!r}; leave --{name} "
+                              f"out (the detector applies its probe the way it was trained).")
+    return det
+
+
+def _same_path(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
 @detector_app.command("calibrate")
 @friendly_errors
 def calibrate(detector: Path = typer.Argument(..., help="A detector folder (from `liedetect detector train`)."),
@@ -115,12 +161,21 @@ def calibrate(detector: Path = typer.Argument(..., help="A detector folder (from
               fpr: float = typer.Option(0.01, help="False-positive rate on the control messages."),
               device: str = DeviceOpt, quiet: bool = QuietOpt) -> None:
     """Set the detector's threshold at a false-positive rate on honest control chats (written into the folder)."""
-    from liedetect.detector import Detector
+    from liedetect.artifacts import check_artifact_target
+    from liedetect.detector import DETECTOR_FILES, Detector, read_control
     from liedetect.models import load_model
+    from liedetect.options import input_paths
+    from liedetect.paths import check_outputs
+    from liedetect.scoring.calibration import check_fpr
 
+    check_fpr(fpr)
     det = Detector.load(detector)
+    cdata = read_control(control)
+    check_outputs([detector], input_paths(control), folder=[True])
+    check_artifact_target(detector, DETECTOR_FILES, "a detector")  # rewritten whole: nothing else may live there
     bridge = load_model(det.model_spec, device=device)
-    det.calibrate(bridge, control, fpr=fpr, progress=not quiet)
+    det.calibrate(bridge, cdata, fpr=fpr, progress=not quiet)
+    det.calibration["control"] = str(control)
     det.save(detector)
     for w in det.warnings():
         warn(w)
@@ -136,8 +191,9 @@ def show(detector: Path = typer.Argument(..., help="A detector folder."),
 
     det = Detector.load(detector)
     if as_json:
-        print(json.dumps(det.to_dict(), indent=1))
-        return
+        from liedetect.cli.common import print_json
+
+        return print_json(det.to_dict())  # always valid JSON (NaN would be null)
     console.print(det.summary(), highlight=False, soft_wrap=True)
     for w in det.warnings():
         warn(w)
@@ -162,11 +218,11 @@ def run(config: Path = typer.Argument(..., help="An experiment config (YAML: mod
         quiet: bool = QuietOpt) -> None:
     """Train, calibrate and evaluate a detector as a YAML config says; write one results table (CSV + JSON)."""
     from liedetect.cli.common import print_table
-    from liedetect.configs import read_config, run_config
+    from liedetect.configs import run_config
 
-    rows = run_config(config, progress=not quiet)
+    rows, out = run_config(config, progress=not quiet, with_out=True)
     print_table("results", rows)
-    console.print(f"results -> {Path(read_config(config)['out']) / 'results.csv'}")
+    console.print(f"results -> {out / 'results.csv'}")
 
 
 @friendly_errors

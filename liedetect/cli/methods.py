@@ -16,11 +16,26 @@ blackbox_app = typer.Typer(no_args_is_help=True, help="Black-box lie detection b
 tcav_app = typer.Typer(no_args_is_help=True, help="TCAV scores: does the model's answer rise along a probe direction?")
 
 
-def _floats(text: str, name: str) -> List[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise DataError(f"Cannot read {name} {text!r}; give numbers separated by commas, e.g. 0,5,15.") from None
+def _finite(value: float, option: str) -> float:
+    import math
+
+    from liedetect.errors import OptionError
+
+    if not math.isfinite(value):
+        raise OptionError(f"{option} {value} is not a finite number.")
+    return value
+
+
+def _write_json(path: Path, doc: object) -> None:
+    """Valid JSON (NaN as null), written whole or not at all."""
+    from liedetect.artifacts import write_file_atomic
+    from probes.base import _jsonable
+
+    write_file_atomic(path, json.dumps(_jsonable(doc, other=str), indent=1) + "\n")
+
+
+def _is_rows(doc: object) -> bool:
+    return isinstance(doc, list) and all(isinstance(r, dict) and "alpha" in r for r in doc)
 
 
 def _words(text: str, name: str) -> List[str]:
@@ -48,11 +63,21 @@ def iti_fit(out: Path = typer.Option(..., "--out", "-o", help="Folder for the in
     """Probe every head on fold A of the questions (two-fold split by question), keep the top K, save the shift."""
     import numpy as np
 
-    from liedetect.iti import answer_texts, capture_heads, fit_iti, load_truthfulqa, plot_head_accuracies, two_fold
+    from liedetect.artifacts import check_artifact_target, check_replaceable
+    from liedetect.iti import (ITI_FILES, answer_texts, capture_heads, fit_iti, load_truthfulqa, plot_head_accuracies,
+                               two_fold)
     from liedetect.models import load_model
+    from liedetect.options import input_paths
+    from liedetect.paths import check_outputs
 
     if "{question}" not in template:
         raise DataError("The template must hold {question}.")
+    _finite(alpha, "--alpha")
+    outputs = [out] + ([heatmap] if heatmap else [])
+    check_outputs(outputs, input_paths(data, model), folder=[True, False])
+    check_artifact_target(out, ITI_FILES, "an ITI intervention")
+    if heatmap:
+        check_replaceable(heatmap, lambda doc: heatmap.suffix == ".png", "a heatmap (.png)")
     items = load_truthfulqa(data)
     fold_a, _ = two_fold(len(items), seed)
     train = [items[i] for i in fold_a[:questions]]
@@ -78,12 +103,18 @@ def iti_eval(intervention: Path = typer.Option(..., "--intervention", "-i", help
              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the table as JSON."),
              device: str = DeviceOpt) -> None:
     """MC1 / MC2 on the held-out fold (fold B of the fit's split) and the LM loss on neutral text, per alpha."""
+    from liedetect.artifacts import check_replaceable
     from liedetect.iti import ITIIntervention, lm_loss, load_truthfulqa, mc_scores, two_fold
     from liedetect.models import load_model
+    from liedetect.options import input_paths, parse_floats
+    from liedetect.paths import check_outputs
     from liedetect.steering.directions import NORM_TEXTS
 
     iti = ITIIntervention.load(intervention)
-    alpha_list = _floats(alphas, "alphas")
+    alpha_list = parse_floats(alphas, "--alphas")
+    if json_out:
+        check_outputs([json_out], input_paths(intervention, data, model))
+        check_replaceable(json_out, _is_rows, "an `iti eval` table")
     items = load_truthfulqa(data)
     _, fold_b = two_fold(len(items), int(iti.meta.get("seed", 0)))
     test = [items[i] for i in fold_b[:questions]]
@@ -96,7 +127,7 @@ def iti_eval(intervention: Path = typer.Option(..., "--intervention", "-i", help
                          "lm_loss": lm_loss(bridge, list(NORM_TEXTS))})
     print_table("TruthfulQA held-out fold", rows)
     if json_out:
-        json_out.write_text(json.dumps(rows, indent=1) + "\n")
+        _write_json(json_out, rows)
 
 
 # ---------------------------------------------------------------- black box
@@ -116,11 +147,17 @@ def blackbox_fit(out: Path = typer.Option(..., "--out", "-o", help="Detector JSO
     """Fit on lies written into the assistant turn; report AUROC (95% bootstrap) and recall at 1% FPR on held-out questions."""
     import numpy as np
 
-    from liedetect.blackbox import (FollowupDetector, LocalLogProbs, detection_report, followup_features, inserted_transcripts,
-                                    load_followups, load_questions, split_by_group)
+    from liedetect.artifacts import check_replaceable
+    from liedetect.blackbox import (BLACKBOX_FORMAT, FollowupDetector, LocalLogProbs, detection_report, followup_features,
+                                    inserted_transcripts, load_followups, load_questions, split_by_group)
     from liedetect.models import load_model
+    from liedetect.options import input_paths
+    from liedetect.paths import check_outputs
 
     yes_w, no_w = _words(yes, "yes"), _words(no, "no")
+    check_outputs([out], input_paths(questions_file, followups_file, model))
+    check_replaceable(out, lambda doc: isinstance(doc, dict) and doc.get("format") == BLACKBOX_FORMAT,
+                      "a black-box detector")
     followups = load_followups(followups_file, limit=n_followups)
     qs = load_questions(questions_file)
     chosen = [qs[i] for i in np.random.default_rng(seed).permutation(len(qs))[:n_questions]]
@@ -145,13 +182,15 @@ def blackbox_score(transcripts: Path = typer.Argument(..., help="JSONL of chats 
     from liedetect.models import load_model
     from liedetect.scoring.transcripts import load_transcripts
 
+    from liedetect.paths import check_transcripts_encodable
+
     det = FollowupDetector.load(detector)
-    data = load_transcripts(transcripts, strict=True)
+    yes_w, no_w = _words(yes, "yes"), _words(no, "no")
+    data = check_transcripts_encodable(load_transcripts(transcripts, strict=True))
     if not data.transcripts:
         raise DataError(f"{transcripts} holds no transcripts.")
     convs = [[{"role": m.role, "content": m.content} for m in t.messages] for t in data.transcripts]
     bridge = load_model(model, device=device)
-    yes_w, no_w = _words(yes, "yes"), _words(no, "no")
     x = followup_features(LocalLogProbs(bridge, yes_w + no_w), convs, det.followups, yes=yes_w, no=no_w)
     print_table("P(lie)", [{"id": t.id, "p_lie": float(p)} for t, p in zip(data.transcripts, det.score(x))])
 
@@ -172,16 +211,23 @@ def tcav_score(probe: Path = typer.Option(..., "--probe", "-p", help="A saved pr
                seed: int = typer.Option(0), json_out: Optional[Path] = typer.Option(None, "--json"),
                device: str = DeviceOpt) -> None:
     """The fraction of inputs whose answer logit rises along the probe direction, vs random directions."""
+    from liedetect.artifacts import check_replaceable
     from liedetect.datasets import load_dataset
     from liedetect.models import load_model
+    from liedetect.options import check_choice, input_paths, probe_files
+    from liedetect.paths import check_outputs
     from liedetect.steering.directions import direction_from_probe
-    from liedetect.tcav import tcav
+    from liedetect.tcav import POSITIONS, tcav
 
     pair = answers.split(",")
     if len(pair) != 2:
         raise DataError(f"--answers takes two words separated by a comma, got {answers!r}.")
     if "{statement}" not in template:
         raise DataError("The template must hold {statement}.")
+    check_choice(position, POSITIONS, "--position")
+    if json_out:
+        check_outputs([json_out], input_paths(data, model, *probe_files(probe)))
+        check_replaceable(json_out, lambda doc: isinstance(doc, dict) and "random_scores" in doc, "a `tcav score` result")
     direction, meta = direction_from_probe(probe)
     at = layer if layer is not None else meta.get("layer")
     if at is None:
@@ -194,4 +240,4 @@ def tcav_score(probe: Path = typer.Option(..., "--probe", "-p", help="A saved pr
     print_table(f"TCAV at layer {at}", [{k: row[k] for k in ("score", "random_mean", "random_std", "p_value_ttest", "p_value_rank",
                                                             "p_value_magnitude", "significant", "n_inputs")}])
     if json_out:
-        json_out.write_text(json.dumps(row, indent=1) + "\n")
+        _write_json(json_out, row)

@@ -101,11 +101,14 @@ def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A ch
 
     if path is not None and not path.is_dir():
         raise CheckpointError(f"No organism checkpoint folder at {path}; pass a folder written by 'liedetect organism train'.")
+    from liedetect.artifacts import check_replaceable, write_file_atomic
+
     if json_out is not None:
         check_outputs([json_out], [path] if path else [])
+        check_replaceable(json_out, lambda doc: isinstance(doc, dict) and "acceptance" in doc, "an `organism eval` result")
     result = evaluate_organism(load_organism(path=path), n=n)
     if json_out:
-        json_out.write_text(json.dumps(result, indent=1) + "\n")
+        write_file_atomic(json_out, json.dumps(result, indent=1) + "\n")
     if as_json:
         return print_json(result)
     for split in ("train", "heldout"):

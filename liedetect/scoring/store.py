@@ -147,15 +147,27 @@ def check_replaceable(path: Path) -> None:
         raise OutputPathError(f"{path} exists and is not a liedetect score file; choose another --out or delete it first.")
 
 
-def read_scores(path: Union[str, Path]) -> List[Dict[str, Any]]:
-    """Records of a scores JSONL (complete lines only)."""
+def read_scores(path: Union[str, Path], check: bool = True) -> List[Dict[str, Any]]:
+    """Records of a scores JSONL. A last line without its newline (an interrupted run) is left out; any other line
+    that is not a score record (broken JSON, no score, a NaN score, a transcript instead of scores) is one
+    DataError naming the file and line (`check=False` skips the record checks, not the JSON ones)."""
+    from liedetect.errors import DataError
+    from liedetect.paths import check_input_file
+    from liedetect.schemas import check_record
+
+    path = Path(path)
+    check_input_file(path, "scores")
     out = []
-    with Path(path).open("rb") as fh:
-        for line in fh:
+    with path.open("rb") as fh:
+        for n, line in enumerate(fh, start=1):
             if not line.endswith(b"\n"):
                 break
+            if not line.strip():
+                continue
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+                rec = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise DataError(f"{path} line {n} is not valid JSON ({getattr(exc, 'msg', None) or exc.reason}), so it is "
+                                f"not a score record; pass a scores file written by `liedetect score`.") from None
+            out.append(check_record(rec, f"{path} line {n}") if check else rec)
     return out
