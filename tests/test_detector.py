@@ -52,7 +52,7 @@ def test_calibration_records_control_fingerprint_and_holds_fpr(detector, chats, 
 
 def test_save_load_round_trip_scores_identically_and_separates_liars(detector, chats, organism_model, tmp_path):
     path = detector.save(tmp_path / "det")
-    assert sorted(p.name for p in path.iterdir()) == ["detector.json", "probe.json", "probe.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["detector.json", "manifest.json", "probe.json", "probe.safetensors"]
     meta = json.loads((path / "detector.json").read_text())
     assert meta["calibration"]["threshold"] == pytest.approx(detector.calibration["threshold"])
     loaded = Detector.load(path)
