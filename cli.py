@@ -13,6 +13,7 @@ from rich.table import Table
 from liedetect.cli.common import (DEBUG, DEFAULT_MODEL, BosOpt, DataArg, DataFlag, DeviceOpt, JsonOpt, ModelOpt, QuietOpt,
                                   console, err_console, escape, friendly_errors, parse_layers, pick_input, print_json,
                                   print_table)
+from liedetect.cli.bench import bench as bench_cmd
 from liedetect.cli.detector import detector_app, report as report_cmd, require, warn_data, warn_unknown_tokens
 from liedetect.cli.methods import blackbox_app, iti_app, tcav_app
 from liedetect.cli.organism import organism_app
@@ -27,6 +28,7 @@ app.add_typer(blackbox_app, name="blackbox")
 app.add_typer(tcav_app, name="tcav")
 app.add_typer(detector_app, name="detector")
 app.command("report")(report_cmd)
+app.command("bench")(bench_cmd)
 
 
 @app.callback()

@@ -60,7 +60,9 @@ def load_training_data(data: Any, limit: Optional[int] = None, seed: int = 0) ->
     if isinstance(data, (list, tuple)):
         return {"kind": "transcripts", "transcripts": list(data), "name": "memory"}
     text = str(data)
-    if text.endswith(".jsonl"):
+    from liedetect.datasets import is_transcript_builtin
+
+    if text.endswith((".jsonl", ".json")) or is_transcript_builtin(text):  # chats (an Apollo .json, a chat built-in)
         tset = load_transcripts(text, strict=True)
         return {"kind": "transcripts", "transcripts": tset.transcripts, "name": Path(text).name}
     return {"kind": "statements", "dataset": load_dataset(text, n=limit, seed=seed), "name": text}
@@ -115,6 +117,7 @@ class Detector:
     bos: str = "auto"
     training: Dict[str, Any] = field(default_factory=dict)
     calibration: Optional[Dict[str, Any]] = None
+    system_prompt: str = "template"  # "none": a template's default system prompt is kept out of training and scoring
 
     # ------------------------------------------------------------------ training
 
@@ -122,7 +125,8 @@ class Detector:
     def train(cls, model: Any, data: Any, method: str = "lr", layer: Union[None, int, str] = None, fmt: str = "auto",
               hook: str = "resid_post", template: str = "true-false", roles: Sequence[str] = ("assistant",),
               aggregate: str = "mean", val_fraction: float = 0.2, seed: int = 0, limit: Optional[int] = None,
-              params: Optional[Dict[str, Any]] = None, batch_size: int = 16, progress: bool = False) -> "Detector":
+              params: Optional[Dict[str, Any]] = None, batch_size: int = 16, progress: bool = False,
+              system_prompt: str = "template") -> "Detector":
         """Fit a detector on statements (CSV, builtin:NAME), contrast pairs (method lat/ccs) or labelled
         transcripts (JSONL). `layer`: one layer, or several / None (all) to choose one on a validation split of `data`."""
         from liedetect.models import model_id, resolve_layers
@@ -134,8 +138,9 @@ class Detector:
         if bos_policy(model) != "auto":
             raise DataError("A detector reads chats as the tokenizer and its chat template write them; load the model with --bos auto.")
         src = load_training_data(data, limit=limit, seed=seed)
-        if fmt == "auto":  # resolved now, so training and scoring render alike: chat template, else bare text
-            fmt = "chat" if getattr(model.tokenizer, "chat_template", None) else "text"
+        from liedetect.scoring.render import resolve_format
+
+        fmt = resolve_format(model, fmt)  # decided now, so training and scoring render alike (warns on a fallback)
         # one layer: read it; several ('12-20', '6,12,18') or None (all): choose one on a validation split of `data`
         layers = resolve_layers(layer if layer is not None else "all", model.cfg.n_layers)
         if probes.is_paired(method):
@@ -144,7 +149,7 @@ class Detector:
             position, used_fmt, used_roles = "last token of each statement completed both ways (template)", fmt, ["assistant"]
         else:
             probe, chosen, info = cls._fit_tokens(model, src, method, layers, hook, fmt, list(roles), val_fraction, seed,
-                                                  params, batch_size, aggregate)
+                                                  params, batch_size, aggregate, system_prompt)
             position = "last scored token of each item" if aggregate == "last" else "every token of each scored message"
             used_fmt, used_roles = fmt, list(roles)
         training = {"data": src["name"], "kind": src["kind"], "method": method, "seed": seed, **info}
@@ -156,10 +161,12 @@ class Detector:
         probe.meta_ = meta
         return cls(probe=probe, model_id=model_id(model), model_spec=str(getattr(model, "liedetect_spec", None) or
                    getattr(model, "liedetect_id", "organism")), layer=chosen, hook=hook, method=method, fmt=used_fmt,
-                   roles=used_roles, aggregate=aggregate, position=position, training=training)
+                   roles=used_roles, aggregate=aggregate, position=position, training=training,
+                   system_prompt=system_prompt)
 
     @staticmethod
-    def _fit_tokens(model, src, method, layers, hook, fmt, roles, val_fraction, seed, params, batch_size, aggregate):
+    def _fit_tokens(model, src, method, layers, hook, fmt, roles, val_fraction, seed, params, batch_size, aggregate,
+                    system_prompt="template"):
         from liedetect.scoring.scorer import training_activations
 
         if src["kind"] == "statements":
@@ -169,7 +176,7 @@ class Detector:
         else:
             transcripts = src["transcripts"]
             fingerprint = transcripts_fingerprint(transcripts)[:16]
-        acts, labels, owner = training_activations(model, transcripts, layers, hook, roles, fmt, batch_size)
+        acts, labels, owner = training_activations(model, transcripts, layers, hook, roles, fmt, batch_size, system_prompt)
         keep = labels >= 0
         if aggregate == "last":  # train on the tokens the message score reads: each item's last scored token
             last = np.zeros(len(owner), dtype=bool)
@@ -239,7 +246,7 @@ class Detector:
 
     def _score_kwargs(self) -> Dict[str, Any]:
         return {"roles": list(self.roles), "aggregate": self.aggregate, "fmt": self.fmt, "layer": self.layer,
-                "hook": self.hook}
+                "hook": self.hook, "system_prompt": self.system_prompt}
 
     def calibrate(self, model: Any, control: Any, fpr: float = 0.01, progress: bool = False) -> "Detector":
         """Set the threshold at `fpr` on honest control transcripts; record their sha256 and size."""
@@ -250,13 +257,17 @@ class Detector:
         data = read_control(control)  # honest rows only, as `score --control`
         result = score_transcripts(model, self.probe, data, progress=progress, **self._score_kwargs())
         rows = message_rows(result.records, self.aggregate)
+        order = {t.id: k for k, t in enumerate(data.transcripts)}
         cal = calibrate(rows, fpr, "control")
         tokens = [s for r in result.records for m in r["messages"] if m.get("scored") for s in m["scores"]]
         source = str(control) if isinstance(control, (str, Path)) else data.source or "memory"
         self.calibration = {"threshold": cal.threshold, "fpr": fpr, "n_control": cal.n_control,
                             "token_threshold": float(threshold_at_fpr(tokens, fpr)), "n_control_tokens": len(tokens),
                             "control": source, "control_sha256": transcripts_fingerprint(data.transcripts),
-                            "n_skipped": len(data.problems)}
+                            "n_skipped": len(data.problems),
+                            # in the control's order, so AUROC against the control and other FPRs need no rescoring
+                            "control_scores": [round(float(r["score"]), 6) for r in
+                                               sorted(rows, key=lambda r: (order[r["id"]], r["message"]))]}
         return self
 
     def score(self, model: Any, transcripts: Any, out: Union[None, str, Path] = None, control: Any = None,
@@ -337,6 +348,8 @@ class Detector:
         verify_manifest(folder, FORMAT, FORMAT_VERSION)
         d = read_format_json(meta_path, FORMAT, CheckpointError, "detector", "retrain or re-save the detector")
         keep = check_detector(d, meta_path, FORMAT_VERSION, FORMATS, AGGREGATES)
+        if d.get("system_prompt") in ("template", "none"):  # how chats were rendered (liedetect.scoring.render)
+            keep["system_prompt"] = d["system_prompt"]
         probe = read_probe(folder / keep.pop("probe_file"))
         det = cls(probe=probe, **keep)
         if probe.meta_.get("model_id") not in (None, det.model_id):

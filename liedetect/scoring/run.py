@@ -15,7 +15,7 @@ import torch
 from liedetect.errors import DataError, OutputPathError
 from liedetect.scoring.calibration import Calibration, Metrics, calibrate, evaluate, message_rows
 from liedetect.scoring.plan import plan_batches
-from liedetect.scoring.render import Encoding, encode_all
+from liedetect.scoring.render import Encoding, encode_all, resolve_format
 from liedetect.scoring.scorer import Scorer
 from liedetect.scoring.store import ScoreFile
 from liedetect.scoring.transcripts import Problem, Transcript, TranscriptSet, as_transcript_set
@@ -49,7 +49,15 @@ class ScoringResult:
             lines.append(self.calibration.summary())
         if self.metrics and (self.metrics.n_honest or self.metrics.n_deceptive):
             lines.append(self.metrics.summary())
+        lines.extend(f"warning: {w}" for w in self.warnings())
         return "\n".join(lines)
+
+    def warnings(self) -> List[str]:
+        """Sentences about this run that make its numbers less than they seem."""
+        from liedetect.scoring.scorer import label_source_warning
+
+        found = label_source_warning(self.records)
+        return [found] if found else []
 
     def summary_rows(self) -> List[Dict[str, Any]]:
         """Per-group table rows: messages, mean score, fraction flagged."""
@@ -85,7 +93,7 @@ def local_runner(scorer: Scorer) -> BatchRunner:
 
 
 def _settings(scorer_layer: int, hook: str, probe: Any, model: Any, roles, fmt, aggregate, too_long,
-              batch_size: int, max_batch_tokens: int) -> Dict[str, Any]:
+              batch_size: int, max_batch_tokens: int, system_prompt: str = "template") -> Dict[str, Any]:
     from liedetect.models import model_id
 
     direction = getattr(probe, "coef_", None)
@@ -98,7 +106,8 @@ def _settings(scorer_layer: int, hook: str, probe: Any, model: Any, roles, fmt, 
     # the batch plan decides which transcripts share a padded forward, and so the last bits of their scores
     return {"model_id": model_id(model), "layer": scorer_layer, "hook": hook, "probe_sha": digest,
             "roles": list(roles), "fmt": fmt, "aggregate": aggregate, "too_long": too_long,
-            "batch_size": batch_size, "max_batch_tokens": max_batch_tokens, **where}
+            "batch_size": batch_size, "max_batch_tokens": max_batch_tokens, **where,
+            **({"system_prompt": system_prompt} if system_prompt != "template" else {})}
 
 
 def run_scoring(encs: Sequence[Encoding], runner: BatchRunner, out: Optional[ScoreFile], batch_size: int,
@@ -138,7 +147,7 @@ def score_transcripts(model: Any, probe: Any, transcripts: Union[str, Path, Tran
                       fmt: str = "auto", layer: Optional[int] = None, hook: Optional[str] = None,
                       batch_size: int = 16, max_batch_tokens: int = 16384, resume: bool = False, strict: bool = False,
                       too_long: str = "skip", engine: str = "local", ray_options: Optional[Dict[str, Any]] = None,
-                      progress: bool = True) -> ScoringResult:
+                      progress: bool = True, system_prompt: str = "template") -> ScoringResult:
     """Score every transcript with `probe`, stream records to `out`, calibrate on `control`, evaluate on labels.
 
     Everything is checked before `out` is touched: options, inputs, the control set, the output paths; one
@@ -158,16 +167,18 @@ def score_transcripts(model: Any, probe: Any, transcripts: Union[str, Path, Tran
         check_outputs(list(outputs.values()), [p for p in (transcripts, control) if isinstance(p, (str, Path))])
         check_targets(out, resume)
     scorer = Scorer(model, probe, layer, hook, aggregate)
+    if fmt == "auto":
+        resolve_format(model, fmt)  # warns once when the model has no chat template (the fallback keeps roles)
     settings = _settings(scorer.layer, scorer.hook, probe, model, roles, fmt, aggregate, too_long, batch_size,
-                         max_batch_tokens)
+                         max_batch_tokens, system_prompt)
     max_len = getattr(model.cfg, "n_ctx", None)
     tokenizer = model.tokenizer
-    encs = encode_all(tokenizer, data, roles, fmt, max_len, too_long, strict)
+    encs = encode_all(tokenizer, data, roles, fmt, max_len, too_long, strict, system_prompt)
     if not encs:
         raise DataError(f"No transcript in {data.source or 'the input'} could be scored ({len(data.problems)} lines skipped).")
     cenc = None
     if cdata is not None:
-        cenc = encode_all(tokenizer, cdata, roles, fmt, max_len, too_long, strict)
+        cenc = encode_all(tokenizer, cdata, roles, fmt, max_len, too_long, strict, system_prompt)
         if not cenc:
             raise DataError(f"No transcript of the control set {cdata.source or ''} could be scored; it needs honest "
                             f"messages in the scored roles ({', '.join(roles)}).")

@@ -57,12 +57,13 @@ def scored_activations(model: Any, encs: Sequence[Encoding], layer: Union[int, S
 
 
 def training_activations(model: Any, transcripts: Sequence[Transcript], layers: Sequence[int], hook: str = "resid_post",
-                         roles: Sequence[str] = ("assistant",), fmt: str = "auto", batch_size: int = 32
-                         ) -> Tuple[Dict[int, torch.Tensor], np.ndarray, np.ndarray]:
-    """Activations of the tokens scoring would read (for fitting a probe on the same positions):
-    ({layer: [n_tokens, d]}, label per token (the message's), transcript index per token)."""
+                         roles: Sequence[str] = ("assistant",), fmt: str = "auto", batch_size: int = 32,
+                         system_prompt: str = "template") -> Tuple[Dict[int, torch.Tensor], np.ndarray, np.ndarray]:
+    """Activations of the tokens scoring would read (for fitting a probe on the same positions; the detect mask
+    applies): ({layer: [n_tokens, d]}, label per token (the message's), transcript index per token)."""
     tok = model.tokenizer
-    encs = [encode_transcript(tok, t, roles, fmt, getattr(model.cfg, "n_ctx", None), "error") for t in transcripts]
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    encs = [encode_transcript(tok, t, roles, fmt, n_ctx, "error", system_prompt) for t in transcripts]
     out: Dict[int, List[torch.Tensor]] = {layer: [] for layer in layers}
     labels: List[int] = []
     owner: List[int] = []
@@ -141,9 +142,24 @@ def make_record(enc: Encoding, token_scores: np.ndarray, aggregate: str = "mean"
             if enc.cut[i]:
                 entry["truncated"] = True
         messages.append(entry)
-    scored = [m for m in messages if m["scored"]]
-    all_scores = np.concatenate([np.asarray(m["scores"]) for m in scored])
-    return {"id": t.id, "line": t.line, "label": t.label, "group": t.group or label_name(t.label),
-            "score": max(m[aggregate] for m in scored), "aggregate": aggregate,
-            "token_mean": _f(all_scores.mean()), "n_tokens": int(len(all_scores)),
-            "truncated_tokens": enc.truncated, "messages": messages}
+    scored = [i for i, m in enumerate(messages) if m["scored"]]
+    all_scores = np.concatenate([np.asarray(messages[i]["scores"]) for i in scored])
+    top = max(scored, key=lambda i: messages[i][aggregate])  # the message the transcript score comes from
+    record = {"id": t.id, "line": t.line, "label": t.label, "group": t.group or label_name(t.label),
+              "score": messages[top][aggregate], "score_message": top, "aggregate": aggregate,
+              "token_mean": _f(all_scores.mean()), "n_tokens": int(len(all_scores)),
+              "truncated_tokens": enc.truncated, "messages": messages}
+    own = [i for i, m in enumerate(t.messages) if m.label is not None]
+    if own and top not in own:  # labels sit on messages, but the transcript's score is another message's
+        record["score_from_unlabelled"] = True
+    return record
+
+
+def label_source_warning(records: Sequence[Dict[str, Any]]) -> Optional[str]:
+    """One sentence when transcripts carry labels on messages but their score comes from an unlabelled message."""
+    off = [r["id"] for r in records if r.get("score_from_unlabelled")]
+    if not off:
+        return None
+    return (f"{len(off)} of {len(records)} transcripts carry labels on messages but take their transcript score "
+            f"(and report rank) from another, unlabelled message (first: {off[0]!r}); mark the messages to read "
+            f"with \"detect\": true, or pass --roles so only the labelled messages are read.")

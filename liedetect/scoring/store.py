@@ -35,6 +35,8 @@ def transcript_fingerprint(transcript: Any, settings_sha: str) -> str:
     """A short hash of everything about a transcript that its record depends on, plus the settings' hash."""
     body = {"id": transcript.id, "label": transcript.label, "group": transcript.group, "raw": transcript.raw,
             "messages": [[m.role, m.content, m.label] for m in transcript.messages], "settings": settings_sha}
+    if any(getattr(m, "detect", None) is not None for m in transcript.messages):  # the detect mask changes the record
+        body["detect"] = [[m.detect, m.detect_span] for m in transcript.messages]
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 

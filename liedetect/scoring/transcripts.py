@@ -6,7 +6,7 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from liedetect.errors import DataError, LiedetectError
 from liedetect.paths import check_input_file, csv_error, iter_lines, open_csv
@@ -21,17 +21,28 @@ CONVENTIONS = ("transcripts name their labels: write \"label\": \"honest\" or \"
                "statement sets write 1 = true (honest) while many evaluation sets write 1 = deceptive")
 
 
+# files of other formats read as transcripts: suffix -> "module:function" returning a TranscriptSet (named, not
+# imported, so the readers may build on this module)
+SUFFIX_READERS = {".json": "liedetect.benchmarks.apollo:rollout_transcripts"}
+
+
 class ScoringError(LiedetectError):
     """A transcript that cannot be scored as asked (malformed, too long, unlocatable content)."""
 
 
 @dataclass
 class Message:
-    """One chat message; `label` (in memory) 1 = honest, 0 = deceptive, None = unknown (inherits the transcript's)."""
+    """One chat message; `label` (in memory) 1 = honest, 0 = deceptive, None = unknown (inherits the transcript's).
+
+    `detect` (Apollo's semantics): when any message of a transcript sets it, only messages with detect=True are
+    read, whatever their role; None everywhere = the scored roles decide. `detect_span` narrows what is read to
+    the characters [a, b) of the content (a merged message whose first part, e.g. an assistant prefix, is not read)."""
 
     role: str
     content: str
     label: Optional[int] = None
+    detect: Optional[bool] = None
+    detect_span: Optional[Tuple[int, int]] = None
 
 
 @dataclass
@@ -49,6 +60,12 @@ class Transcript:
         """The label that applies to message `index` (its own, else the transcript's)."""
         own = self.messages[index].label
         return self.label if own is None else own
+
+    def is_read(self, index: int, roles: Sequence[str]) -> bool:
+        """Whether message `index` is read: its detect flag when the transcript has one, else its role."""
+        if any(m.detect is not None for m in self.messages):
+            return bool(self.messages[index].detect)
+        return self.messages[index].role in roles
 
 
 @dataclass
@@ -146,12 +163,37 @@ def transcript_from_obj(obj: Any, line: int, roles: Sequence[str] = ROLES) -> Tr
             raise DataError(f"message {k} has unknown role {role!r} (known: {', '.join(roles)})")
         if not isinstance(content, str) or not content.strip():
             raise DataError(f"message {k} has empty or non-text content")
-        messages.append(Message(role=role, content=content, label=read_label(m)))
+        detect = m.get("detect")
+        if detect is not None and not isinstance(detect, bool):
+            raise DataError(f"message {k} has 'detect' {detect!r}; it must be true or false")
+        messages.append(Message(role=role, content=content, label=read_label(m), detect=detect))
     ident = obj.get("id")
     label = read_label(obj)
     group = obj.get("group")
     return Transcript(id=str(ident) if ident is not None else f"line-{line}", messages=messages, label=label,
                       group=str(group) if group is not None else None, line=line)
+
+
+def merge_same_role(parts: Sequence[Tuple[str, str, bool]]) -> List[Message]:
+    """(role, content, detect) parts as messages, consecutive same-role parts joined with no separator (as
+    Apollo's tokenizer does); a merged message is read from its first detected character to its last."""
+    out: List[Message] = []
+    spans: List[List[int]] = []
+    for role, content, detect in parts:
+        if out and out[-1].role == role:
+            start = len(out[-1].content)
+            out[-1].content += content
+        else:
+            out.append(Message(role=role, content=content, detect=False))
+            spans.append([])
+            start = 0
+        if detect and content:
+            out[-1].detect = True
+            spans[-1].extend([start, start + len(content)])
+    for msg, span in zip(out, spans):
+        if span and (min(span), max(span)) != (0, len(msg.content)):
+            msg.detect_span = (min(span), max(span))
+    return out
 
 
 def _read_jsonl(path: Path, roles: Sequence[str], strict: bool) -> TranscriptSet:
@@ -206,9 +248,19 @@ def _problem(out: TranscriptSet, problem: Problem, strict: bool, path: Any) -> N
 
 def load_transcripts(path: Union[str, Path], roles: Sequence[str] = ROLES, strict: bool = False) -> TranscriptSet:
     """Read transcripts from JSONL (chat shape) or CSV (statement,label); bad lines are skipped and counted."""
+    from liedetect.datasets import is_transcript_builtin, transcript_builtin
+
+    if is_transcript_builtin(path):
+        return transcript_builtin(str(path))
     path = Path(path)
+    if path.suffix.lower() in SUFFIX_READERS and path.is_file():  # another format's reader (liedetect.benchmarks)
+        import importlib
+
+        module, func = SUFFIX_READERS[path.suffix.lower()].split(":")
+        return getattr(importlib.import_module(module), func)(path)
     if not path.exists():
-        raise DataError(f"No transcripts file at {path}; pass a .jsonl of chats or a .csv with statement,label.")
+        raise DataError(f"No transcripts file at {path}; pass a .jsonl of chats, a .csv with statement,label or an "
+                        f"Apollo rollout file (.json).")
     check_input_file(path, "transcripts file")
     data = _read_csv(path, strict) if path.suffix.lower() == ".csv" else _read_jsonl(path, roles, strict)
     seen: Dict[str, int] = {}
