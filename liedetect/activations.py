@@ -246,13 +246,19 @@ def _capture(model: Any, texts: Sequence[str], layers: List[int], position: Posi
     return fixed, None
 
 
+def model_dtype(model: Any) -> str:
+    """The dtype the model computes in ('float32', 'bfloat16', ...), recorded with every capture."""
+    return str(next(model.parameters()).dtype).replace("torch.", "")
+
+
 def extract(model: Any, texts: Sequence[str], layers: Union[str, int, Sequence[int]] = "all", position: Position = "last",
             hook: str = "resid_post", batch_size: int = 32, labels: Optional[Sequence[int]] = None,
             out: Union[None, str, Path] = None, shard_size: int = 1024, padding_side: str = "right",
             truncate: bool = False, progress: bool = True, bos: Optional[str] = None) -> Activations:
     """Capture residual activations of `texts` at `layers`; with `out`, stream shards to disk and resume.
 
-    `bos` ('auto', 'always', 'never'; default: the model's policy, see `liedetect.bos`) is recorded in the metadata.
+    `bos` ('auto', 'always', 'never'; default: the model's policy, see `liedetect.bos`) and the model's dtype are
+    recorded in the metadata; activations come back in float32 whatever dtype the model computes in.
     """
     texts = list(texts)
     if not texts:
@@ -267,7 +273,8 @@ def extract(model: Any, texts: Sequence[str], layers: Union[str, int, Sequence[i
         raise DataError(f"{len(label_tensor)} labels for {len(texts)} texts.")
     enc = encode(model, texts, truncate=truncate, bos=bos)
     base = Activations(acts=torch.empty(0), layers=layer_list, hook=hook, model_id=model_id(model),
-                       position=position_label(position), texts_hash=texts_hash(texts), meta=describe_bos(model, bos))
+                       position=position_label(position), texts_hash=texts_hash(texts),
+                       meta={**describe_bos(model, bos), "dtype": model_dtype(model)})
     if out is None:
         with progress_bar("capturing", total=len(texts), enabled=progress) as advance:
             acts, lengths = _capture(model, texts, layer_list, position, hook, batch_size, padding_side, enc, advance)

@@ -79,20 +79,26 @@ def test_marker_and_span_pick_the_answer_token(tiny_model):
         extract(tiny_model, ["no marker here"], layers=[2], position=Marker("Answer"), progress=False)
 
 
-def test_stop_at_layer_agrees_with_full_forward(tiny_model):
+def test_capture_stops_inside_the_deepest_layer_and_agrees_with_a_full_forward(tiny_model):
     ids, mask = torch.tensor([tiny_model.tokenizer(TEXTS[3])["input_ids"]]), None
     early = token_activations(tiny_model, ids, mask, [0], "resid_post")[0]
     full = token_activations(tiny_model, ids, mask, [0, 2], "resid_post")[0]
     assert torch.allclose(early, full, atol=1e-6)
     calls = []
-    handle = tiny_model.blocks[2].register_forward_hook(lambda *a: calls.append(1))
+    handles = [tiny_model.blocks[2].register_forward_pre_hook(lambda *a: calls.append("block 2")),
+               tiny_model.ln_final.register_forward_pre_hook(lambda *a: calls.append("final norm")),
+               tiny_model.unembed.register_forward_pre_hook(lambda *a: calls.append("unembed"))]
     try:
         token_activations(tiny_model, ids, mask, [1], "resid_post")
         assert calls == [], "block 2 ran although only layer 1 was asked for"
         token_activations(tiny_model, ids, mask, [2], "resid_post")
-        assert calls == [1]
+        assert calls == ["block 2"], "the last block was asked for: the final norm and unembedding must not run"
+        with torch.inference_mode():
+            tiny_model(ids)
+        assert calls == ["block 2", "block 2", "final norm", "unembed"]
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def test_save_load_roundtrip(tiny_model, tmp_path):
@@ -166,3 +172,17 @@ def test_minilm_encoder_boots_offline_and_captures(minilm_path, monkeypatch):
     cos = torch.nn.functional.cosine_similarity(acts.acts[0, 1], acts.acts[1, 1], dim=0)
     far = torch.nn.functional.cosine_similarity(acts.acts[0, 1], acts.acts[2, 1], dim=0)
     assert cos > far, "a pretrained encoder puts the two Paris sentences closer than an unrelated one"
+
+
+def test_bfloat16_capture_agrees_with_float32_to_bf16_precision():
+    from conftest import cos
+    from liedetect.models import tiny_native
+
+    wide = extract(tiny_native(GPT2_DIR, seed=0), TEXTS, layers=[0, 2], position="mean", progress=False)
+    half_model = tiny_native(GPT2_DIR, seed=0).to(torch.bfloat16)
+    half = extract(half_model, TEXTS, layers=[0, 2], position="mean", progress=False)
+    assert half.acts.dtype == torch.float32 and (wide.meta["dtype"], half.meta["dtype"]) == ("float32", "bfloat16")
+    assert not torch.equal(half.acts, wide.acts), "the bf16 model computed in float32"
+    rel = (half.acts - wide.acts).norm(dim=-1) / wide.acts.norm(dim=-1)
+    assert rel.max() < 2e-2, f"relative error {rel.max():.3g} (bf16 keeps 8 bits: ~4e-3 per rounding)"
+    assert min(cos(a, b) for a, b in zip(half.acts.flatten(0, 1), wide.acts.flatten(0, 1))) > 0.999
