@@ -155,3 +155,29 @@ def test_instructed_pairs_on_the_real_repe_facts(shared_data):
     data, summary = instructed_pair_transcripts(shared_data / "repe" / "facts_true_false.csv")
     assert summary.n_honest == summary.n_deceptive == len(data.transcripts) // 2
     assert summary.n_honest + summary.dropped["fact of 5 words or fewer"] == 306
+
+
+def test_real_world_scenarios_become_chats_whose_reply_is_read(tmp_path):
+    from liedetect.benchmarks import read_scenarios
+
+    path = tmp_path / "scenarios.csv"
+    path.write_text('statement,label\n"You sell cars. The car leaks oil. Human: Does it leak? AI: No, never.",0.0\n'
+                    '"You sell cars. Human: Is it red? AI: Yes, it is red.",1.0\n'
+                    '"You sell cars. Human: Is it new? AI: Sort of.",\n"No turns here.",1.0\n'
+                    '"You sell a house. Buyer: Any bugs? Agent: None at all. Note: none.",0.0\n')
+    data, summary = read_scenarios(path)
+    assert [t.label for t in data.transcripts] == [0, 1, 0]
+    assert [m.content for m in data.transcripts[2].messages] == ["You sell a house.", "Any bugs?", "None at all. Note: none."]
+    lie = data.transcripts[0]
+    assert [(m.role, m.content, m.detect) for m in lie.messages] == [
+        ("system", "You sell cars. The car leaks oil.", False), ("user", "Does it leak?", False),
+        ("assistant", "No, never.", True)]
+    assert summary.dropped == {"unlabelled (ambiguous)": 1, "no two speakers": 1} and summary.n_samples == 5
+
+
+def test_the_real_scenarios_file(shared_data):
+    from liedetect.benchmarks import read_scenarios
+
+    data, summary = read_scenarios(shared_data / "truth_is_universal" / "real_world_scenarios" /
+                                   "all_unambiguous_replies.csv")
+    assert (summary.n_deceptive, summary.n_honest) == (49, 55) and summary.n_dropped == 0

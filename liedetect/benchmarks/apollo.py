@@ -26,7 +26,6 @@ from liedetect.paths import check_input_file
 from liedetect.scoring.transcripts import ROLES, Problem, Transcript, TranscriptSet, merge_same_role
 
 KEPT_OUT = ("ambiguous", "refusal", "unknown", "skip")
-FORMATS = ("apollo", "apollo-control", "jsonl", "csv", "builtin")
 
 
 @dataclass
@@ -203,32 +202,3 @@ def rollout_transcripts(path: Union[str, Path]) -> TranscriptSet:
 def read_apollo_control(path: Union[str, Path], limit: Optional[int] = None) -> Tuple[TranscriptSet, ReadSummary]:
     """Apollo's alpaca control replies (same rollout format): every reply an honest control transcript."""
     return read_apollo_rollouts(path, control=True, limit=limit)
-
-
-def read_benchmark(spec: Union[str, Path], fmt: str = "auto", limit: Optional[int] = None,
-                   label_from: str = "graded", control: bool = False) -> Tuple[TranscriptSet, ReadSummary]:
-    """A data set for `liedetect bench`: an Apollo rollout file (.json), labelled chats (.jsonl), statements
-    (.csv) or a built-in (builtin:instructed-pairs[:FACTS.csv]); with its ReadSummary."""
-    from liedetect.scoring.transcripts import load_transcripts
-
-    text = str(spec)
-    if fmt == "auto":
-        fmt = "builtin" if text.startswith("builtin:") else "apollo" if text.endswith(".json") else \
-            "csv" if text.lower().endswith(".csv") else "jsonl"
-    if fmt not in FORMATS:
-        raise DataError(f"Unknown data format {fmt!r}; use one of auto, {', '.join(FORMATS)}.")
-    if fmt in ("apollo", "apollo-control"):
-        return read_apollo_rollouts(text, label_from, control or fmt == "apollo-control", limit)
-    data = load_transcripts(text)
-    if limit is not None:
-        data.transcripts = data.transcripts[:limit]
-    if control:
-        for t in data.transcripts:
-            if t.label is None:
-                t.label = 1
-    summary = ReadSummary(source=text, name=Path(text).stem if fmt != "builtin" else text, n_rollouts=len(data.transcripts),
-                          n_samples=len(data.transcripts) + len(data.problems),
-                          n_honest=sum(t.label == 1 for t in data.transcripts),
-                          n_deceptive=sum(t.label == 0 for t in data.transcripts),
-                          dropped={"unreadable line": len(data.problems)} if data.problems else {})
-    return data, summary

@@ -32,13 +32,18 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from liedetect.benchmarks.apollo import ReadSummary, read_apollo_rollouts
+from liedetect.benchmarks.instructed_pairs import instructed_pair_transcripts
+from liedetect.benchmarks.scenarios import read_scenarios
 from liedetect.errors import DataError
+from liedetect.scoring.transcripts import TranscriptSet
 
 KEYS = {"out", "control", "datasets", "recipes", "recipe", "bootstrap", "seed", "fprs"}
 RECIPE_KEYS = {"name", "model", "train", "method", "layer", "fmt", "aggregate", "system_prompt", "seed", "detector",
                "limit"}
 DATA_KEYS = {"path", "format", "limit", "label_from"}
 FPRS = (0.01, 0.002)
+FORMATS = ("apollo", "apollo-control", "scenarios", "jsonl", "csv", "builtin")
 
 
 def _data_entry(name: str, value: Any, here: Callable[[str], str], where: Path) -> Dict[str, Any]:
@@ -180,7 +185,6 @@ def _plots(folder: Path, name: str, rows: List[Dict[str, Any]], control: np.ndar
 
 
 def _detector(recipe: Dict[str, Any], model: Any, progress: bool) -> Any:
-    from liedetect.benchmarks.apollo import read_benchmark
     from liedetect.detector import Detector
 
     if recipe.get("detector"):
@@ -200,7 +204,6 @@ def run_bench(config: Union[str, Path], model: Optional[str] = None, progress: b
               echo: Callable[[str], None] = lambda _s: None) -> List[Dict[str, Any]]:
     """Run every recipe on every data set as the config says; write results_table.csv, results.json, scores.csv,
     the plots and each recipe's detector under `out`; return the table rows."""
-    from liedetect.benchmarks.apollo import read_benchmark
     from liedetect.models import load_model
 
     cfg = read_bench_config(config, model)
@@ -258,3 +261,37 @@ def _csv(rows: List[Dict[str, Any]]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return buf.getvalue()
+
+
+def read_benchmark(spec: Union[str, Path], fmt: str = "auto", limit: Optional[int] = None,
+                   label_from: str = "graded", control: bool = False) -> Tuple[TranscriptSet, ReadSummary]:
+    """A data set for `liedetect bench`: an Apollo rollout file (.json), labelled chats (.jsonl), statements
+    (.csv), real-world scenarios (format scenarios) or a built-in (builtin:instructed-pairs[:FACTS.csv]); with
+    its ReadSummary."""
+    from liedetect.scoring.transcripts import load_transcripts
+
+    text = str(spec)
+    if fmt == "auto":
+        fmt = "builtin" if text.startswith("builtin:") else "apollo" if text.endswith(".json") else \
+            "csv" if text.lower().endswith(".csv") else "jsonl"
+    if fmt == "scenarios":
+        return read_scenarios(text)
+    if fmt not in FORMATS:
+        raise DataError(f"Unknown data format {fmt!r}; use one of auto, {', '.join(FORMATS)}.")
+    if fmt in ("apollo", "apollo-control"):
+        return read_apollo_rollouts(text, label_from, control or fmt == "apollo-control", limit)
+    if fmt == "builtin" and text.startswith("builtin:instructed-pairs"):
+        return instructed_pair_transcripts(text.split(":", 2)[2] if text.count(":") >= 2 else None, limit)
+    data = load_transcripts(text)
+    if limit is not None:
+        data.transcripts = data.transcripts[:limit]
+    if control:
+        for t in data.transcripts:
+            if t.label is None:
+                t.label = 1
+    summary = ReadSummary(source=text, name=Path(text).stem if fmt != "builtin" else text, n_rollouts=len(data.transcripts),
+                          n_samples=len(data.transcripts) + len(data.problems),
+                          n_honest=sum(t.label == 1 for t in data.transcripts),
+                          n_deceptive=sum(t.label == 0 for t in data.transcripts),
+                          dropped={"unreadable line": len(data.problems)} if data.problems else {})
+    return data, summary
