@@ -169,7 +169,8 @@ def verify_manifest(folder: PathLike, fmt: str, version: int) -> Optional[Dict[s
     try:
         m = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({type(exc).__name__}); the artifact is damaged: write it again.") from None
+        raise CheckpointError(f"{path} is not valid JSON ({type(exc).__name__}); the artifact is damaged: write it "
+                              f"again.") from None
     if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT or not isinstance(m.get("files"), dict):
         raise CheckpointError(f"{path} is not a liedetect manifest; the artifact is damaged: write it again.")
     if m.get("artifact") != fmt or m.get("artifact_version") != version:
@@ -178,11 +179,14 @@ def verify_manifest(folder: PathLike, fmt: str, version: int) -> Optional[Dict[s
     for name, entry in m["files"].items():
         f = folder / str(name)
         if not isinstance(entry, dict) or Path(str(name)).name != name or name in ("", ".", ".."):
-            raise CheckpointError(f"{path} lists {name!r}, which is not a file of this folder; write the artifact again.")
+            raise CheckpointError(f"{path} lists {name!r}, which is not a file of this folder; write the artifact "
+                                  f"again.")
         if not f.is_file():
-            raise CheckpointError(f"{folder} lacks {name}, which its manifest lists: the folder is incomplete; write it again.")
+            raise CheckpointError(f"{folder} lacks {name}, which its manifest lists: the folder is incomplete; write "
+                                  f"it again.")
         if f.stat().st_size != entry.get("bytes") or sha256_file(f) != entry.get("sha256"):
-            raise CheckpointError(f"{f} is not the file its manifest lists (sha256 differs): {folder} mixes files of two "
+            raise CheckpointError(f"{f} is not the file its manifest lists (sha256 differs): {folder} mixes files "
+                                  f"of two "
                                   f"versions or was edited; write it again.")
     return m["files"]
 
@@ -199,8 +203,10 @@ def check_artifact_target(folder: PathLike, known: Iterable[str], what: str) -> 
     keep = set(known) | {MANIFEST}
     foreign = sorted(names - keep)
     if foreign or not (names & (set(known) - {MANIFEST})):
-        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "") if foreign else ", ".join(sorted(names)[:3])
-        raise OutputPathError(f"The output folder {folder} holds files that are not part of {what} ({shown}); replacing it "
+        listed = foreign or sorted(names)
+        shown = ", ".join(listed[:3]) + (" ..." if len(listed) > 3 else "")
+        raise OutputPathError(f"The output folder {folder} holds files that are not part of {what} ({shown}); "
+                              f"replacing it "
                               f"would delete them: choose another --out or an empty folder.")
 
 

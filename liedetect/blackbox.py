@@ -143,7 +143,8 @@ class LocalLogProbs:
         longest = max((len(r) for r in rows), default=0)
         if n_ctx and longest > n_ctx:
             raise DataError(f"A conversation with its follow-up question is {longest} tokens, more than this model's "
-                            f"context of {n_ctx}; use shorter questions or fewer turns, or a model with a longer context.")
+                            f"context of {n_ctx}; use shorter questions or fewer turns, or a model with a longer "
+                            f"context.")
         return rows
 
     def __call__(self, convs: Sequence[Conversation]) -> List[Dict[str, float]]:
@@ -270,7 +271,8 @@ class FollowupDetector:
         try:
             d = json.loads(read_text(path, "black-box detector"))
         except ValueError as exc:
-            raise CheckpointError(f"{path} is not valid JSON ({exc}); write a detector with `liedetect blackbox fit`.") from None
+            raise CheckpointError(f"{path} is not valid JSON ({exc}); write a detector with `liedetect blackbox "
+                                  f"fit`.") from None
         check_blackbox(d, path, BLACKBOX_FORMAT)
         return cls(list(d["followups"]), np.array(d["coef"], dtype=np.float64), float(d["intercept"]),
                    np.array(d["mean"], dtype=np.float64), np.array(d["scale"], dtype=np.float64))

@@ -66,7 +66,9 @@ def read_config(path: Union[str, Path]) -> Dict[str, Any]:
         return p if str(p).startswith("builtin:") else str((path.parent / p).resolve())
 
     ev = s.get("eval", (dict, list, str))
-    evals = {Path(ev).stem: ev} if isinstance(ev, str) else ev if isinstance(ev, dict) else {Path(str(p)).stem: p for p in ev}
+    if isinstance(ev, str):
+        ev = [ev]
+    evals = ev if isinstance(ev, dict) else {Path(str(p)).stem: p for p in ev}
     if not evals or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in evals.items()):
         raise s.fail("eval is not a path, a list of paths or a map of name -> path")
     out = {"model": "organism", "method": "lr", "layers": None, "fmt": "auto", "aggregate": "mean", "fpr": 0.01,
@@ -101,7 +103,8 @@ def preflight_config(path: Union[str, Path]) -> Tuple[Dict[str, Any], Any]:
     from liedetect.scoring.transcripts import load_transcripts
 
     cfg = read_config(path)
-    for name, p in [("train", cfg["train"]), ("control", cfg["control"])] + [(f"eval {k}", v) for k, v in cfg["eval"].items()]:
+    named = [("train", cfg["train"]), ("control", cfg["control"])] + [(f"eval {k}", v) for k, v in cfg["eval"].items()]
+    for name, p in named:
         if not str(p).startswith("builtin:"):
             check_input_file(p, f"{name} file")
     for name, p in cfg["eval"].items():

@@ -211,8 +211,8 @@ class ITIIntervention:
 
         path = Path(path)
         if not (path / "heads.json").is_file() or not (path / "tensors.safetensors").is_file():
-            raise CheckpointError(f"{path} is not an ITI intervention folder (it needs heads.json and tensors.safetensors); "
-                                  f"write one with `liedetect iti fit`.")
+            raise CheckpointError(f"{path} is not an ITI intervention folder (it needs heads.json and "
+                                  f"tensors.safetensors); write one with `liedetect iti fit`.")
         verify_manifest(path, ITI_FORMAT, 1)
         try:
             head = json.loads((path / "heads.json").read_text(encoding="utf-8"))
@@ -223,15 +223,17 @@ class ITIIntervention:
         try:
             tensors = load_file(str(path / "tensors.safetensors"))
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types (a truncated file)
-            raise CheckpointError(f"{path}/tensors.safetensors could not be read as safetensors ({type(exc).__name__}); "
-                                  f"write the intervention again with `liedetect iti fit`.") from None
+            raise CheckpointError(f"{path}/tensors.safetensors could not be read as safetensors "
+                                  f"({type(exc).__name__}); write the intervention again with `liedetect iti "
+                                  f"fit`.") from None
         k = len(head["heads"])
         dirs, stds = tensors.get("directions"), tensors.get("stds")
         if dirs is None or stds is None or dirs.ndim != 2 or dirs.shape[0] != k or tuple(stds.shape) != (k,):
-            raise CheckpointError(f"{path}/tensors.safetensors does not hold directions [{k}, d_head] and stds [{k}] for "
-                                  f"the {k} heads of heads.json: the files do not belong together; write it again.")
+            raise CheckpointError(f"{path}/tensors.safetensors does not hold directions [{k}, d_head] and stds [{k}] "
+                                  f"for the {k} heads of heads.json: the files do not belong together; write it again.")
         if not bool(torch.isfinite(dirs).all()) or not bool(torch.isfinite(stds).all()):
-            raise CheckpointError(f"{path}/tensors.safetensors holds NaN or infinite values; fit the intervention again.")
+            raise CheckpointError(f"{path}/tensors.safetensors holds NaN or infinite values; fit the intervention "
+                                  f"again.")
         acc = tensors.get("accuracies")
         return cls([tuple(h) for h in head["heads"]], dirs, stds, float(head["alpha"]),
                    None if acc is None else acc.numpy(), head.get("meta") or {})

@@ -336,7 +336,8 @@ def _read(scores: Path) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     return records, summary
 
 
-def rebuild_report(scores: Union[str, Path], out: Union[str, Path], title: Optional[str] = None) -> Tuple[Path, List[Path]]:
+def rebuild_report(scores: Union[str, Path], out: Union[str, Path],
+                   title: Optional[str] = None) -> Tuple[Path, List[Path]]:
     """The HTML report and plots of a scores JSONL, without rescoring: the summary and control scores written
     next to it (SCORES.summary.json, SCORES.control.jsonl) supply the thresholds when present."""
     from liedetect.scoring import message_rows, read_scores

@@ -149,7 +149,8 @@ def check_record(rec: Any, where: str) -> Dict[str, Any]:
     s = Schema(rec, where, "score record", DataError, "pass a scores file written by `liedetect score`")
     if "id" not in rec or "messages" not in rec or "score" not in rec:
         missing = [k for k in ("id", "score", "messages") if k not in rec]
-        raise s.fail(f"it has no {', '.join(repr(k) for k in missing)} (is this a transcripts file rather than scores?)")
+        names = ", ".join(repr(k) for k in missing)
+        raise s.fail(f"it has no {names} (is this a transcripts file rather than scores?)")
     s.number("score")
     s.choice("aggregate", ("mean", "max", "last"), required=False)
     for i, m in enumerate(s.get("messages", list)):
@@ -219,7 +220,8 @@ def check_iti_heads(d: Any, where: Any, fmt: str) -> Dict[str, Any]:
                                                                         and v >= 0 for v in h) for h in heads):
         raise s.fail("heads is not a non-empty list of [layer, head] pairs of non-negative integers")
     s.number("alpha")
-    meta = Schema(s.get("meta", dict, required=False, default={}), f"{where} meta", "ITI intervention", s.error, s.remedy)
+    meta = Schema(s.get("meta", dict, required=False, default={}), f"{where} meta", "ITI intervention", s.error,
+                  s.remedy)
     meta.number("seed", required=False, integer=True, low=0)
     template = meta.get("template", str, required=False)
     if template is not None and "{question}" not in template:

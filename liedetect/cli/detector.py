@@ -135,7 +135,8 @@ def check_detector_options(detector: Path, probe: Optional[Path] = None, model: 
     from liedetect.errors import OptionError
 
     if probe is not None:
-        raise OptionError("--probe and --detector both say what to score with; pass one (the detector holds its own probe).")
+        raise OptionError("--probe and --detector both say what to score with; pass one (the detector holds its own "
+                          "probe).")
     det = Detector.load(detector)
     if model is not None and model != det.model_spec and not _same_path(model, det.model_spec):
         raise OptionError(f"--model {model} contradicts the detector, which reads {det.model_spec!r} "

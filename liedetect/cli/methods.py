@@ -148,8 +148,9 @@ def blackbox_fit(out: Path = typer.Option(..., "--out", "-o", help="Detector JSO
     import numpy as np
 
     from liedetect.artifacts import check_replaceable
-    from liedetect.blackbox import (BLACKBOX_FORMAT, FollowupDetector, LocalLogProbs, detection_report, followup_features,
-                                    inserted_transcripts, load_followups, load_questions, split_by_group)
+    from liedetect.blackbox import (BLACKBOX_FORMAT, FollowupDetector, LocalLogProbs, detection_report,
+                                    followup_features, inserted_transcripts, load_followups, load_questions,
+                                    split_by_group)
     from liedetect.models import load_model
     from liedetect.options import input_paths
     from liedetect.paths import check_outputs
@@ -227,7 +228,8 @@ def tcav_score(probe: Path = typer.Option(..., "--probe", "-p", help="A saved pr
     check_choice(position, POSITIONS, "--position")
     if json_out:
         check_outputs([json_out], input_paths(data, model, *probe_files(probe)))
-        check_replaceable(json_out, lambda doc: isinstance(doc, dict) and "random_scores" in doc, "a `tcav score` result")
+        check_replaceable(json_out, lambda doc: isinstance(doc, dict) and "random_scores" in doc,
+                          "a `tcav score` result")
     direction, meta = direction_from_probe(probe)
     at = layer if layer is not None else meta.get("layer")
     if at is None:

@@ -105,7 +105,8 @@ def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A ch
 
     if json_out is not None:
         check_outputs([json_out], [path] if path else [])
-        check_replaceable(json_out, lambda doc: isinstance(doc, dict) and "acceptance" in doc, "an `organism eval` result")
+        check_replaceable(json_out, lambda doc: isinstance(doc, dict) and "acceptance" in doc,
+                          "an `organism eval` result")
     result = evaluate_organism(load_organism(path=path), n=n)
     if json_out:
         write_file_atomic(json_out, json.dumps(result, indent=1) + "\n")

@@ -169,7 +169,8 @@ def read_scores(path: Union[str, Path], check: bool = True) -> List[Dict[str, An
             try:
                 rec = json.loads(line)
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise DataError(f"{path} line {n} is not valid JSON ({getattr(exc, 'msg', None) or exc.reason}), so it is "
-                                f"not a score record; pass a scores file written by `liedetect score`.") from None
+                why = getattr(exc, "msg", None) or getattr(exc, "reason", "")
+                raise DataError(f"{path} line {n} is not valid JSON ({why}), so it is not a score record; pass a "
+                                f"scores file written by `liedetect score`.") from None
             out.append(check_record(rec, f"{path} line {n}") if check else rec)
     return out
