@@ -330,7 +330,9 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
           out: Path = typer.Option(..., "--out", "-o", help="Scores JSONL, one line per transcript, written as they finish."),
           detector: Optional[Path] = typer.Option(None, "--detector", help="A detector folder: model, probe, layer, format, roles, aggregate and threshold come from it (--control recalibrates)."),
           html_out: Optional[Path] = typer.Option(None, "--html", help="Self-contained HTML report (plus PNG plots next to it)."),
-          model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False, help="'organism' (the default), 'smollm2', a .gguf file, a Hugging Face name or a local model folder; with --detector, the detector's own."),
+          model: Optional[str] = typer.Option(None, "--model", "-m", show_default=False,
+                                              help="'organism' (the default), 'smollm2', a .gguf file, a Hugging Face "
+                                                   "name or a local model folder; with --detector, the detector's own."),
           control: Optional[Path] = typer.Option(None, help="Honest control transcripts to set the threshold on."),
           fpr: float = typer.Option(0.01, help="False-positive rate on the control set that fixes the threshold."),
           roles: str = typer.Option("assistant", help="Comma-separated roles whose messages are scored."),
@@ -367,7 +369,8 @@ def score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({message
     if detector is not None:  # model, probe, layer, format, roles, aggregate and threshold come from the detector
         from liedetect.cli.detector import score_with_detector
 
-        result = score_with_detector(det, data, transcripts.name, out=out, control=cdata, fpr=fpr, device=device, dtype=dtype,
+        result = score_with_detector(det, data, transcripts.name, out=out, control=cdata, fpr=fpr, device=device,
+                                     dtype=dtype,
                                      batch_size=batch_size, max_batch_tokens=max_batch_tokens, resume=resume, strict=strict,
                                      too_long=too_long, progress=not quiet)
     bridge = None if detector is not None else load_model(model, device=device, dtype=dtype)
