@@ -64,6 +64,15 @@ def wx(ws: Path) -> Path:
     _edit_detector(det, b / "d_abs", _set(["probe"], str(w / "p")))
     _edit_detector(det, b / "d_dotdot", _set(["probe"], "../../p"))
     _edit_detector(det, b / "d_list", raw="[1, 2]")
+    _edit_detector(det, b / "d_roles", _set(["roles"], "assistant"))
+    _edit_detector(det, b / "d_layerneg", _set(["layer"], -3))
+    _edit_detector(det, b / "d_fpr", _set(["calibration", "fpr"], 1.5))
+    _edit_detector(det, b / "d_badmanifest", manifest=True)
+    manifest = json.loads((b / "d_badmanifest" / "manifest.json").read_text())
+    manifest["files"]["../p.json"] = manifest["files"]["probe.json"]
+    (b / "d_badmanifest" / "manifest.json").write_text(json.dumps(manifest))
+    shutil.copytree(det, b / "d_notes")
+    (b / "d_notes" / "notes.txt").write_text("my notes\n")
     _edit_detector(det, b / "d_mix", manifest=True)  # a layer-3 probe beside a layer-2 detector.json (and manifest)
     _edit_detector(det, b / "d_mixold")  # the same mix in a folder written before manifests
     res = invoke(["train", "--data", "builtin:organism", "--limit", "40", "--layer", "3", "--out", b / "p3", "-q"])
@@ -76,7 +85,8 @@ def wx(ws: Path) -> Path:
     (b / "probedir").mkdir()
     for suffix in (".json", ".safetensors"):
         shutil.copy(w / f"p{suffix}", b / "probedir" / f"p{suffix}")
-    (b / "surrogate.jsonl").write_text(_jsonl(GOOD[:2]) + '{"messages": [{"role": "assistant", "content": "a\\ud800b"}]}\n')
+    (b / "surrogate.jsonl").write_text(_jsonl(GOOD[:2]) + '{"messages": [{"role": "assistant", '
+                                       '"content": "a\\ud800b"}]}\n')
     _scores(w, b)
     _configs(w, b)
     _iti(w, b)
@@ -105,7 +115,9 @@ def _configs(w: Path, b: Path) -> None:
     good = {"model": "organism", "train": str(w / "t.jsonl"), "control": str(w / "ctrl.jsonl"),
             "eval": {"t": str(w / "t.jsonl")}, "layers": "2", "out": str(w / "new" / "run")}
     for name, doc in {"train5": {**good, "train": 5}, "seedabc": {**good, "seed": "abc"},
-                      "evalstr": {**good, "eval": str(w / "nope.jsonl")}, "lies": {**good, "control": str(b / "liectrl.jsonl")},
+                      "evalstr": {**good, "eval": str(w / "nope.jsonl")},
+                      "lies": {**good, "control": str(b / "liectrl.jsonl")}, "evalempty": {**good, "eval": {}},
+                      "layerslist": {**good, "layers": [1, 2]},
                       "method": {**good, "method": "astrology"}, "fpr": {**good, "fpr": 2},
                       "unknown": {**good, "colour": "red"}, "outforeign": {**good, "out": str(b / "runout")},
                       "surrogate": {**good, "eval": [str(b / "surrogate.jsonl")]}}.items():
@@ -153,8 +165,9 @@ def _blackbox(w: Path, b: Path) -> None:
     (b / "bb_list.json").write_text("[1, 2]")
     (b / "bb_mismatch.json").write_text(json.dumps({**good, "coef": [1.0, 2.0, 3.0]}))
     (b / "bb_nan.json").write_text(json.dumps({**good, "coef": [float("nan"), 1.0]}))
+    names = ["veinoonum", "biqui", "lotrai", "steflekrul", "sooguth", "plakrair", "krotoox", "votool"]
     qs = {str(i): {"question": f"where does {n} live", "answer": "votool", "false_answer": "krotoox"}
-          for i, n in enumerate(["veinoonum", "biqui", "lotrai", "steflekrul", "sooguth", "plakrair", "krotoox", "votool"])}
+          for i, n in enumerate(names)}
     (w / "questions.json").write_text(json.dumps(qs))
     long = " and ".join(f"does {n} live in votool" for n in ["biqui", "lotrai", "sooguth", "veinoonum"] * 2)
     (w / "followups.csv").write_text("probe_type,probe\n" + "".join(f"x,{q}\n" for q in [long] * 4))
@@ -208,12 +221,14 @@ CASES = [
     Case("dt-out-under-file", lambda w: _out(DT(w), w / B / "afile" / "det"), says="not a folder"),
     Case("dt-surrogate", lambda w: ["detector", "train", w / B / "surrogate.jsonl", "--out", w / "new" / "d"],
          says="line 3 holds a lone surrogate"),
-    Case("dt-data-missing", lambda w: ["detector", "train", w / "nope.jsonl", "--out", w / "new" / "d"], says="nope.jsonl"),
+    Case("dt-data-missing", lambda w: ["detector", "train", w / "nope.jsonl", "--out", w / "new" / "d"],
+         says="nope.jsonl"),
+    Case("dt-out-detector-with-notes", lambda w: _out(DT(w), w / B / "d_notes"), says="notes.txt"),
     # ---------------------------------------------------------------- detector calibrate
     Case("dc-control-deceptive", lambda w: ["detector", "calibrate", w / "det", "--control", w / B / "liectrl.jsonl"],
          says="labelled deceptive"),
-    Case("dc-no-layer-hook-model", lambda w: ["detector", "calibrate", w / B / "d_nolayer", "--control", w / "ctrl.jsonl"],
-         says="is missing"),
+    Case("dc-no-layer-hook-model", lambda w: ["detector", "calibrate", w / B / "d_nolayer", "--control",
+                                              w / "ctrl.jsonl"], says="is missing"),
     Case("dc-fpr-2", lambda w: ["detector", "calibrate", w / "det", "--control", w / "ctrl.jsonl", "--fpr", "2"],
          says="between 0 and 1"),
     Case("dc-control-inside-detector", lambda w: ["detector", "calibrate", w / B / "d_withctrl", "--control",
@@ -236,12 +251,17 @@ CASES = [
     Case("ds-mixed-versions", show("d_mix"), says="two versions"),
     Case("ds-mixed-versions-no-manifest", show("d_mixold"), says="mixes files of two detectors"),
     Case("ds-not-a-folder", show("afile"), says="not a detector folder"),
+    Case("ds-roles-string", show("d_roles"), says="roles"),
+    Case("ds-layer-negative", show("d_layerneg"), says="layer is -3"),
+    Case("ds-calibration-fpr-1.5", show("d_fpr"), says="fpr is 1.5"),
+    Case("ds-manifest-path-outside", show("d_badmanifest"), says="not a file of this folder"),
     # ---------------------------------------------------------------- score --detector
     Case("sd-threshold-nan", lambda w: _with_det(SD(w), w / B / "d_nan"), says="threshold is nan"),
     Case("sd-probe-beside-detector", lambda w: SD(w, "--probe", w / "p.json"), says="--probe"),
     Case("sd-model-other", lambda w: SD(w, "--model", "smollm2"), says="--model smollm2"),
     Case("sd-layer-other", lambda w: SD(w, "--layer", "3"), says="--layer"),
     Case("sd-aggregate-other", lambda w: SD(w, "--aggregate", "max"), says="--aggregate"),
+    Case("sd-format-other", lambda w: SD(w, "--format", "plain"), says="--format"),
     Case("sd-mixed-versions", lambda w: _with_det(SD(w), w / B / "d_mix"), says="two versions"),
     Case("sd-out-is-detector-file", lambda w: _out(SD(w), w / "det" / "detector.json"), says="input"),
     Case("score-lone-surrogate", lambda w: ["score", w / B / "surrogate.jsonl", "--probe", w / "p.json", "--out",
@@ -255,17 +275,21 @@ CASES = [
     Case("dr-method", run_cfg("method"), says="astrology"),
     Case("dr-fpr-2", run_cfg("fpr"), says="fpr"),
     Case("dr-unknown-key", run_cfg("unknown"), says="colour"),
+    Case("dr-eval-empty", run_cfg("evalempty"), says="eval"),
+    Case("dr-layers-list", run_cfg("layerslist"), says="layers"),
     Case("dr-out-foreign-folder", run_cfg("outforeign"), says="not part of a detector"),
     Case("dr-eval-surrogate", run_cfg("surrogate"), says="lone surrogate"),
     Case("dr-missing", lambda w: ["detector", "run", w / "nope.yaml"], says="no experiment config"),
     # ---------------------------------------------------------------- report
-    Case("rp-out-is-scores", lambda w: ["report", w / "prev" / "s.jsonl", "--out", w / "prev" / "s.jsonl"], says="input"),
-    Case("rp-out-is-summary", lambda w: ["report", w / "prev" / "s.jsonl", "--out", w / "prev" / "s.jsonl.summary.json"],
+    Case("rp-out-is-scores", lambda w: ["report", w / "prev" / "s.jsonl", "--out", w / "prev" / "s.jsonl"],
          says="input"),
+    Case("rp-out-is-summary", lambda w: ["report", w / "prev" / "s.jsonl", "--out",
+                                         w / "prev" / "s.jsonl.summary.json"], says="input"),
     Case("rp-out-is-folder", lambda w: ["report", w / "prev" / "s.jsonl", "--out", w / B / "adir"], says="folder"),
     Case("rp-corrupt-middle-row", lambda w: ["report", w / B / "sc" / "middle.jsonl", "--out", w / "new" / "r.html"],
          says="line 2 is not valid json"),
-    Case("rp-nan-score", lambda w: ["report", w / B / "sc" / "nan.jsonl", "--out", w / "new" / "r.html"], says="score is nan"),
+    Case("rp-nan-score", lambda w: ["report", w / B / "sc" / "nan.jsonl", "--out", w / "new" / "r.html"],
+         says="score is nan"),
     Case("rp-row-without-score", lambda w: ["report", w / B / "sc" / "noscore.jsonl", "--out", w / "new" / "r.html"],
          says="no 'score'"),
     Case("rp-transcripts-not-scores", lambda w: ["report", w / "t.jsonl", "--out", w / "new" / "r.html"],
@@ -274,7 +298,8 @@ CASES = [
          says="not valid json"),
     Case("rp-summary-auroc-string", lambda w: ["report", w / B / "sc" / "aurocx.jsonl", "--out", w / "new" / "r.html"],
          says="auroc is 'x'"),
-    Case("rp-scores-missing", lambda w: ["report", w / "nope.jsonl", "--out", w / "new" / "r.html"], says="no scores file"),
+    Case("rp-scores-missing", lambda w: ["report", w / "nope.jsonl", "--out", w / "new" / "r.html"],
+         says="no scores file"),
     # ---------------------------------------------------------------- iti fit / eval
     Case("if-alpha-nan", lambda w: IF(w, "--alpha", "nan"), says="finite"),
     Case("if-out-is-data", lambda w: _out(IF(w), w / "tqa.csv"), says="input"),
@@ -300,15 +325,18 @@ CASES = [
     # ---------------------------------------------------------------- blackbox
     Case("bf-out-is-questions", lambda w: _out(BF(w), w / "questions.json"), says="input"),
     Case("bf-out-over-a-probe", lambda w: _out(BF(w), w / "p.json"), says="exists and is not"),
-    Case("bf-context", lambda w: BF(w, "--n-questions", "8", "--n-followups", "4", "--yes", "votool", "--no", "krotoox"),
-         says="context of"),
+    Case("bf-context", lambda w: BF(w, "--n-questions", "8", "--n-followups", "4", "--yes", "votool", "--no",
+                                    "krotoox"), says="context of"),
+    Case("bf-yes-empty", lambda w: BF(w, "--yes", ","), says="yes word"),
     Case("bs-detector-list", lambda w: _with(BS(w), "--detector", w / B / "bb_list.json"), says="not an object"),
     Case("bs-coef-mismatch", lambda w: _with(BS(w), "--detector", w / B / "bb_mismatch.json"), says="coef holds 3"),
     Case("bs-coef-nan", lambda w: _with(BS(w), "--detector", w / B / "bb_nan.json"), says="not a finite number"),
     Case("bs-detector-missing", lambda w: _with(BS(w), "--detector", w / "nope.json"), says="no black-box detector"),
     Case("bs-surrogate", lambda w: _with(BS(w), None, w / B / "surrogate.jsonl"), says="lone surrogate"),
     # ---------------------------------------------------------------- organism eval
-    Case("oe-out-over-a-probe", lambda w: ["organism", "eval", "--n", "10", "--out", w / "p.json"], says="exists and is not"),
+    Case("oe-out-over-a-probe", lambda w: ["organism", "eval", "--n", "10", "--out", w / "p.json"],
+         says="exists and is not"),
+    Case("tc-answers-one", lambda w: TC(w, "--answers", " True"), says="two words"),
 ]
 
 LOADS_MODEL = {"bf-context"}

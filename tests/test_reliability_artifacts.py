@@ -93,7 +93,7 @@ FULL_DISK = r"""
 import json, resource, signal, sys
 from typer.testing import CliRunner
 from cli import app
-import liedetect.detector, liedetect.report, liedetect.iti, liedetect.blackbox, matplotlib.pyplot  # imported before the limit
+import liedetect.detector, liedetect.report, liedetect.iti, matplotlib.pyplot  # imported before the limit
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
 resource.setrlimit(resource.RLIMIT_FSIZE, (300, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 out = []
@@ -165,5 +165,9 @@ def test_a_failing_write_leaves_the_earlier_version_and_no_temporary_files(tmp_p
     assert files(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["art"]
     write_file_atomic(tmp_path / "f.json", "{}")
     with pytest.raises(OutputPathError, match="Could not write"):
-        write_file_atomic(tmp_path / "f.json", lambda p: (p.write_text("half"), (_ for _ in ()).throw(OSError(5, "I/O error"))))
+        def half(p: Path) -> None:
+            p.write_text("half")
+            raise OSError(5, "I/O error")
+
+        write_file_atomic(tmp_path / "f.json", half)
     assert (tmp_path / "f.json").read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["art", "f.json"]
