@@ -49,11 +49,37 @@ $(REAL_STAMP): $(STAMP) $(LOCK)
 	$(INSTALL) -r $(VENV)/smollm2.req
 	touch $@
 
-# The full lock has an sdist (llama-cpp-python, the interop extra): its build back-end is installed from
-# the lock first, then the sdist is built against it without build isolation (pip caches the wheel).
-$(TSTAMP): $(STAMP) $(LOCK) $(BUILD_LOCK)
+# The full lock has one sdist, llama-cpp-python (the interop extra). Its build back-end is installed from the
+# lock first; the sdist (hash-checked) is then built into a wheel, without build isolation, with flags that
+# run on any x86-64 machine:
+#   GGML_NATIVE=OFF   no -march=native: the build machine's CPU flags (AMX tiles, AVX-512) are never compiled
+#                     in. A VM that lists AMX but refuses its tile state at run time faulted at `ldtilecfg`
+#                     with a native build. OFF builds SSE4.2/AVX/AVX2/FMA/F16C/BMI2 (x86-64-v3) and no
+#                     AVX-512 or AMX; docs/interop.md has the measured speed cost.
+#   LLAVA_BUILD=OFF   the multimodal library, which the bindings load only for image chat handlers.
+# The wheel is kept in a folder named after the flags (LLAMA_WHEELS), never in pip's own cache, so a wheel
+# built with other flags (a native one from an older set-up) is never reused.
+LLAMA_CMAKE_ARGS = -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+                   -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+LLAMA_REQ    = $(VENV)/llama-cpp.req
+LLAMA_WHEELS = $(HOME)/.cache/liedetect/llama-cpp-$(shell (grep -A1 '^llama-cpp-python==' $(LOCK); \
+                   echo '$(LLAMA_CMAKE_ARGS)') | cksum | cut -d' ' -f1)
+NPROC        = $(shell nproc 2>/dev/null || echo 2)
+
+$(LLAMA_WHEELS)/.built: $(STAMP) $(LOCK) $(BUILD_LOCK)
 	$(INSTALL) -r $(BUILD_LOCK)
-	$(INSTALL) --no-build-isolation -r $(LOCK)
+	awk '/^llama-cpp-python==/{p=1} p{print} p && !/\\$$/{p=0}' $(LOCK) > $(LLAMA_REQ)
+	@echo "building llama.cpp (llama-cpp-python) on $(NPROC) cores with $(LLAMA_CMAKE_ARGS): several minutes, once"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(BIN)/python -m pip wheel -q \
+	    --no-deps --require-hashes --no-build-isolation --no-cache-dir -r $(LLAMA_REQ) -w $(LLAMA_WHEELS)
+	touch $@
+
+$(TSTAMP): $(STAMP) $(LOCK) $(BUILD_LOCK) $(LLAMA_WHEELS)/.built
+	$(INSTALL) -r $(BUILD_LOCK)
+	awk '/^llama-cpp-python==/{p=1} !p{print} p && !/\\$$/{p=0}' $(LOCK) > $(VENV)/lock-no-llama.req
+	$(INSTALL) --no-build-isolation -r $(VENV)/lock-no-llama.req
+	$(BIN)/python -m pip install -q --no-deps --no-index --force-reinstall --find-links $(LLAMA_WHEELS) \
+	    llama-cpp-python==$(shell sed -n 's/^llama-cpp-python==\([^ ]*\).*/\1/p' $(LOCK))
 	$(EDITABLE)
 	$(PIPCHECK)
 	touch $@

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Union
 
@@ -32,12 +35,52 @@ def _llama_cpp() -> Any:
     return llama_cpp
 
 
-def load_llamacpp(path: Union[str, Path], n_ctx: int = 256, n_threads: Optional[int] = None) -> Any:
-    """Open a GGUF model in llama.cpp (a `llama_cpp.Llama`, CPU, quiet)."""
+# Loads the model and evaluates two tokens, in a child process (see check_in_child).
+_CHILD_CHECK = """
+import sys, llama_cpp
+llm = llama_cpp.Llama(sys.argv[1], n_ctx=16, n_batch=16, n_threads=1, n_threads_batch=1, verbose=False)
+llm.eval((llm.tokenize(b"The capital of", add_bos=False) or [0])[:2])
+"""
+_CHECKED: set = set()
+
+
+def check_in_child(path: Union[str, Path], timeout: float = 600.0) -> None:
+    """Load `path` and run llama.cpp on two tokens in a child process, so that a fault (an instruction this CPU or VM
+    refuses, a broken build) is one sentence here instead of a crash of this process."""
+    key = str(Path(path).resolve())
+    if key in _CHECKED:
+        return
+    _llama_cpp()
+    try:
+        proc = subprocess.run([sys.executable, "-c", _CHILD_CHECK, key], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise LiedetectError(f"llama.cpp did not load and run {path} within {timeout:.0f} s in a check process; "
+                             f"pass check=False to skip the check.") from None
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        raise LiedetectError(
+            f"llama.cpp crashed with {name} running {path} in a check process: its build uses an instruction this "
+            f"machine refuses (AMX or AVX-512 from a -march=native build); rebuild llama-cpp-python with "
+            f"CMAKE_ARGS='-DGGML_NATIVE=OFF' as docs/interop.md shows.")
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise LiedetectError(f"llama.cpp could not load and run {path} ({last}).")
+    _CHECKED.add(key)
+
+
+def load_llamacpp(path: Union[str, Path], n_ctx: int = 256, n_threads: Optional[int] = None,
+                  check: bool = True) -> Any:
+    """Open a GGUF model in llama.cpp (a `llama_cpp.Llama`, CPU, quiet); `check` first runs it in a child process."""
     llama_cpp = _llama_cpp()
     path = Path(path)
     if not path.is_file():
         raise ModelNotFoundError(f"No GGUF file at {path}; pass the path of a .gguf model file.")
+    if check:
+        check_in_child(path)
     threads = {} if n_threads is None else {"n_threads": n_threads, "n_threads_batch": n_threads}
     return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_batch=n_ctx, verbose=False, **threads)
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# tests marked native (llama.cpp) run in a child process, so a fault there fails one test instead of the run
+pytest_plugins = ["native_isolation"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 SHARED_DATA = SHARED / "data"

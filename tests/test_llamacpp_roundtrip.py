@@ -28,6 +28,10 @@ from liedetect.errors import SteeringError
 from liedetect.llamacpp import control_vector_buffer, load_llamacpp, next_token_logits, set_control_vector
 from liedetect.steering import SteeringSpec, steer
 
+# llama.cpp is compiled code: these tests run in a child process (tests/native_isolation.py), so a fault in it
+# fails them with one sentence instead of ending the whole test run
+pytestmark = pytest.mark.native("llama.cpp")
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "The capital of France is"
 LAYER, ALPHA, SEED = 12, 8.0, 0
@@ -191,3 +195,34 @@ def test_an_off_by_one_export_fails_the_check(llamas, hooks, spec, token_ids, tm
     print(f"\n{which}, direction.{LAYER + 1} written: " + ", ".join(f"L{k}: {v:.3f}" for k, v in sorted(r.items())))
     assert not exported_layer_wins(r, hooks["c"])
     assert max(r, key=r.get) == LAYER + 1
+
+
+# ---------------------------------------------------------------- the build runs on any x86-64 machine
+
+# Instructions a VM may list in /proc/cpuinfo and still refuse at run time (AMX tile state), or that another
+# x86-64 machine lacks (AVX-512): a -march=native build compiles them in. The Makefile builds with GGML_NATIVE=OFF.
+REFUSABLE = ("AMX", "AVX512", "AVX_VNNI")
+
+
+def test_the_llamacpp_build_has_no_instruction_the_runtime_may_refuse():
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the interop extra)")
+    info = llama_cpp.llama_print_system_info().decode()
+    enabled = [part.split("=")[0].strip() for part in info.split("|") if part.strip().endswith("= 1")]
+    assert "AVX2" in enabled, info  # the portable x86-64-v3 build, not a bare SSE2 one
+    assert not [name for name in enabled if name.startswith(REFUSABLE)], info
+
+
+def test_the_llamacpp_cpu_library_holds_no_amx_or_avx512_code():
+    import shutil
+    import subprocess
+
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the interop extra)")
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump (binutils) is not on this machine")
+    libs = sorted((Path(llama_cpp.__file__).parent / "lib").glob("libggml-cpu*.so"))
+    assert libs, "llama-cpp-python ships no libggml-cpu library"
+    for lib in libs:
+        asm = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True,
+                             check=True).stdout
+        assert "ldtilecfg" not in asm and "tdpbssd" not in asm, f"{lib.name} holds AMX tile instructions"
+        assert "%zmm" not in asm, f"{lib.name} holds AVX-512 instructions"
