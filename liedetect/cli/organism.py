@@ -109,7 +109,9 @@ def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A ch
                           "an `organism eval` result")
     result = evaluate_organism(load_organism(path=path), n=n)
     if json_out:
-        write_file_atomic(json_out, json.dumps(result, indent=1) + "\n")
+        from probes.base import _jsonable
+
+        write_file_atomic(json_out, json.dumps(_jsonable(result, other=str), indent=1) + "\n")  # NaN as null
     if as_json:
         return print_json(result)
     for split in ("train", "heldout"):
