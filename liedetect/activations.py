@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -251,18 +252,30 @@ def model_dtype(model: Any) -> str:
     return str(next(model.parameters()).dtype).replace("torch.", "")
 
 
+def _capture_job(model: Any, texts: List[str], ids: List[List[int]], offsets: List[List[Tuple[int, int]]],
+                 layers: List[int], position: Position, hook: str, batch_size: int, padding_side: str):
+    """`_capture` of one shard from plain lists (what a Ray actor receives)."""
+    return _capture(model, texts, layers, position, hook, batch_size, padding_side, Encoded(ids=ids, offsets=offsets))
+
+
 def extract(model: Any, texts: Sequence[str], layers: Union[str, int, Sequence[int]] = "all", position: Position = "last",
             hook: str = "resid_post", batch_size: int = 32, labels: Optional[Sequence[int]] = None,
             out: Union[None, str, Path] = None, shard_size: int = 1024, padding_side: str = "right",
-            truncate: bool = False, progress: bool = True, bos: Optional[str] = None) -> Activations:
+            truncate: bool = False, progress: bool = True, bos: Optional[str] = None, engine: str = "local",
+            ray_options: Optional[Dict[str, Any]] = None) -> Activations:
     """Capture residual activations of `texts` at `layers`; with `out`, stream shards to disk and resume.
 
+    `engine="ray"` captures the shards on a Ray cluster (`liedetect.extract_ray`; `ray_options` as for scoring) and
+    writes the same files as the local engine.
     `bos` ('auto', 'always', 'never'; default: the model's policy, see `liedetect.bos`) and the model's dtype are
     recorded in the metadata; activations come back in float32 whatever dtype the model computes in.
     """
     texts = list(texts)
     if not texts:
         raise DataError("No texts to capture: the dataset is empty.")
+    if engine not in ("local", "ray") or (engine == "ray" and out is None):
+        raise DataError(f"Unknown engine {engine!r}; use local or ray." if engine not in ("local", "ray") else
+                        "The ray engine writes shards: give an output folder (--out).")
     if isinstance(position, str) and position not in ("last", "mean", "all"):
         position = parse_position(position)
     layer_list = resolve_layers(layers, model.cfg.n_layers)
@@ -281,21 +294,22 @@ def extract(model: Any, texts: Sequence[str], layers: Union[str, int, Sequence[i
         base.acts, base.lengths, base.labels = acts, lengths, label_tensor
         return base
     return _extract_sharded(model, texts, enc, base, position, batch_size, label_tensor, Path(out), shard_size,
-                            padding_side, progress)
+                            padding_side, progress, (ray_options or {}) if engine == "ray" else None)
 
 
 def _extract_sharded(model, texts, enc, base: Activations, position, batch_size, labels, out: Path, shard_size: int,
-                     padding_side: str, progress: bool) -> Activations:
+                     padding_side: str, progress: bool, ray_options: Optional[Dict[str, Any]] = None) -> Activations:
     """Write shard files one by one (write then rename); skip shards a previous run finished; one writer per folder."""
     from liedetect.paths import OutputLock, check_outputs
 
     check_outputs([out], folder=[True])
     with OutputLock(out):
-        return _write_shards(model, texts, enc, base, position, batch_size, labels, out, shard_size, padding_side, progress)
+        return _write_shards(model, texts, enc, base, position, batch_size, labels, out, shard_size, padding_side, progress,
+                             ray_options)
 
 
 def _write_shards(model, texts, enc, base: Activations, position, batch_size, labels, out: Path, shard_size: int,
-                  padding_side: str, progress: bool) -> Activations:
+                  padding_side: str, progress: bool, ray_options: Optional[Dict[str, Any]]) -> Activations:
     out.mkdir(parents=True, exist_ok=True)
     n_shards = (len(texts) + shard_size - 1) // shard_size
     header = {**base.header(), "n": len(texts), "shards": n_shards, "shard_size": shard_size}
@@ -325,12 +339,22 @@ def _write_shards(model, texts, enc, base: Activations, position, batch_size, la
                 shard.unlink()
         todo.append(k)
     done = sum(min(shard_size, len(texts) - k * shard_size) for k in range(n_shards) if k not in todo)
+    slices = {k: slice(k * shard_size, min((k + 1) * shard_size, len(texts))) for k in todo}
+    jobs = {k: (texts[sl], Encoded(ids=enc.ids[sl], offsets=enc.offsets[sl])) for k, sl in slices.items()}
     with progress_bar("capturing", total=len(texts), enabled=progress, completed=done) as advance:
-        for k in todo:
-            sl = slice(k * shard_size, min((k + 1) * shard_size, len(texts)))
-            sub = Encoded(ids=enc.ids[sl], offsets=enc.offsets[sl])
-            acts, lengths = _capture(model, texts[sl], base.layers, position, base.hook, batch_size, padding_side, sub,
-                                     advance)
+        if ray_options is None:
+            results = ((k, *_capture(model, t, base.layers, position, base.hook, batch_size, padding_side, e, advance))
+                       for k, (t, e) in jobs.items())
+        else:
+            from liedetect.extract_ray import ray_shards
+
+            capture = functools.partial(_capture_job, layers=base.layers, position=position, hook=base.hook,
+                                        batch_size=batch_size, padding_side=padding_side)
+            results = ray_shards(model, jobs, capture, ray_options)
+        for k, acts, lengths in results:  # in shard order; each shard is written whole as soon as it arrives
+            sl = slices[k]
             _write_shard(out / f"shard-{k:05d}.safetensors", acts, lengths, None if labels is None else labels[sl])
+            if ray_options is not None:
+                advance(sl.stop - sl.start)
     _write_json(meta_file, {**header, "complete": True})
     return Activations.load(out)

@@ -1,0 +1,65 @@
+"""`extract(..., engine="ray")` writes the same folder as the local engine, byte for byte, and resumes (local Ray,
+two actors, started here)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import pytest
+
+from conftest import GPT2_DIR
+from liedetect.activations import Activations, extract
+from liedetect.models import tiny_native
+
+pytestmark = pytest.mark.slow
+
+TEXTS = [f"statement number {i} is {'true' if i % 3 else 'false'}, said the {i % 5}th city" for i in range(26)]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'liedetect[ray]'")
+    pytest.importorskip("ray.data", reason="Ray Data is missing: pip install 'ray[data]'")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
+def files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_ray_shards_equal_local_shards_byte_for_byte(ray_local, tiny_model, tmp_path):
+    options = {"model_factory": functools.partial(tiny_native, GPT2_DIR, seed=0), "num_actors": 2}
+    kwargs = dict(layers=[0, 2], position="all", shard_size=6, batch_size=4, labels=[i % 2 for i in range(26)],
+                  progress=False)
+    local = extract(tiny_model, TEXTS, out=tmp_path / "local", **kwargs)
+    remote = extract(tiny_model, TEXTS, out=tmp_path / "ray", engine="ray", ray_options=options, **kwargs)
+    assert len([n for n in files(tmp_path / "ray") if n.startswith("shard-")]) == 5
+    assert files(tmp_path / "ray") == files(tmp_path / "local")
+    assert remote.acts.equal(local.acts)
+
+    # resume: a folder left with 2 of 5 shards and an unfinished meta.json is completed, the 2 kept as they were
+    folder = tmp_path / "ray"
+    for name in ("shard-00001.safetensors", "shard-00003.safetensors", "shard-00004.safetensors"):
+        (folder / name).unlink()
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "complete": False}, indent=2))
+    kept = {n: (folder / n).stat().st_mtime_ns for n in ("shard-00000.safetensors", "shard-00002.safetensors")}
+    with pytest.raises(Exception, match="unfinished"):
+        Activations.load(folder)
+    extract(tiny_model, TEXTS, out=folder, engine="ray", ray_options=options, **kwargs)
+    assert {n: (folder / n).stat().st_mtime_ns for n in kept} == kept
+    assert files(folder) == files(tmp_path / "local")
+
+
+def test_ray_engine_needs_an_output_folder(tiny_model):
+    from liedetect.errors import DataError
+
+    with pytest.raises(DataError, match="output folder"):
+        extract(tiny_model, TEXTS, layers=[0], engine="ray", progress=False)
+    with pytest.raises(DataError, match="Unknown engine"):
+        extract(tiny_model, TEXTS, layers=[0], engine="spark", progress=False)
