@@ -95,7 +95,7 @@ from typer.testing import CliRunner
 from cli import app
 import liedetect.detector, liedetect.report, liedetect.iti, matplotlib.pyplot  # imported before the limit
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
-resource.setrlimit(resource.RLIMIT_FSIZE, (300, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+resource.setrlimit(resource.RLIMIT_FSIZE, (120, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 out = []
 for args in json.loads(sys.argv[1]):
     res = CliRunner().invoke(app, args)
@@ -112,11 +112,21 @@ def test_a_full_disk_is_one_sentence_exit_2_and_no_partial_artifact(two, tmp_pat
     (tmp_path / "s.jsonl").write_text((w / "ctrl.jsonl").read_text())
     assert CliRunner().invoke(app, ["score", str(tmp_path / "s.jsonl"), "--detector", str(w / "old"), "--out",
                                     str(tmp_path / "sc.jsonl"), "-q"]).exit_code == 0
+    tqa, questions, followups = _method_inputs(tmp_path)
+    fit = ["iti", "fit", "--data", str(tqa), "--out", str(tmp_path / "iti"), "--k", "2"]
+    assert CliRunner().invoke(app, fit).exit_code == 0
     commands = [[*TRAIN, "--layer", "3", "--out", str(target)],
                 [*TRAIN, "--layer", "3", "--out", str(tmp_path / "fresh")],
                 ["detector", "calibrate", str(target), "--control", str(w / "ctrl.jsonl"), "--fpr", "0.3", "-q"],
                 ["report", str(tmp_path / "sc.jsonl"), "--out", str(tmp_path / "r.html")],
-                ["organism", "eval", "--n", "10", "--out", str(tmp_path / "eval.json")]]
+                ["organism", "eval", "--n", "10", "--out", str(tmp_path / "eval.json")],
+                ["iti", "fit", "--data", str(tqa), "--out", str(tmp_path / "iti-new"), "--k", "2"],
+                ["iti", "eval", "-i", str(tmp_path / "iti"), "--data", str(tqa), "--alphas", "0,1", "--json",
+                 str(tmp_path / "ie.json")],
+                ["tcav", "score", "--probe", str(w / "old" / "probe.json"), "--data", "builtin:organism", "--limit",
+                 "8", "--n-random", "4", "--json", str(tmp_path / "tc.json")],
+                ["blackbox", "fit", "--questions", str(questions), "--followups", str(followups), "--out",
+                 str(tmp_path / "bb.json"), "--n-questions", "6", "--yes", "votool", "--no", "krotoox"]]
     res = subprocess.run([sys.executable, "-c", FULL_DISK, json.dumps(commands)], capture_output=True, text=True,
                          timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, cwd=ROOT)
     assert "RESULTS" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
@@ -128,9 +138,24 @@ def test_a_full_disk_is_one_sentence_exit_2_and_no_partial_artifact(two, tmp_pat
         assert "could not write" in errors[0].lower() or "file too large" in errors[0].lower(), errors[0]
     assert files(target) == before  # the earlier detector is untouched
     assert not (tmp_path / "fresh").exists() and not (tmp_path / "r.html").exists()
-    assert not (tmp_path / "eval.json").exists()
+    for name in ("eval.json", "iti-new", "ie.json", "tc.json", "bb.json"):
+        assert not (tmp_path / name).exists(), name
     leftovers = [p.name for p in list(w.glob(".d-full.tmp-*")) + list(tmp_path.iterdir()) if ".tmp-" in p.name]
     assert not leftovers, leftovers
+
+
+def _method_inputs(folder: Path) -> tuple:
+    """A tiny TruthfulQA CSV, pacchiardi-style questions and follow-ups, in the organism's words."""
+    names = ["veinoonum", "biqui", "lotrai", "sooguth", "plakrair", "steflekrul"]
+    tqa = folder / "tqa.csv"
+    tqa.write_text("Question,Best Answer,Correct Answers,Incorrect Answers\n"
+                   + "".join(f"where does {n} live,votool,votool,krotoox\n" for n in names))
+    questions = folder / "questions.json"
+    questions.write_text(json.dumps({str(i): {"question": f"where does {n} live", "answer": "votool",
+                                              "false_answer": "krotoox"} for i, n in enumerate(names)}))
+    followups = folder / "followups.csv"
+    followups.write_text("probe_type,probe\nx,does biqui live in votool\nx,is votool a place\n")
+    return tqa, questions, followups
 
 
 def test_manifest_refuses_a_mix_and_a_folder_without_one_still_loads(tmp_path):
