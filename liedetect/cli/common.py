@@ -106,6 +106,7 @@ def print_table(title: str, rows: List[dict]) -> None:
 
 ModelOpt = typer.Option(DEFAULT_MODEL, "--model", "-m", help="'organism', 'smollm2', a .gguf file, a Hugging Face name or a local model folder.")
 DeviceOpt = typer.Option("auto", help="cpu, cuda, cuda:1 or auto.")
+DtypeOpt = typer.Option(None, "--dtype", help="float32, float16 or bfloat16 (default: float32).")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 BosOpt = typer.Option("auto", "--bos", help="BOS token before each text: auto (what the model's own tokenizer does), always or never.")
 DataArg = typer.Argument(None, metavar="DATA", show_default=False,

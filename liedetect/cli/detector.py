@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from liedetect.cli.common import BosOpt, DeviceOpt, ModelOpt, QuietOpt, console, err_console, friendly_errors
+from liedetect.cli.common import BosOpt, DeviceOpt, DtypeOpt, ModelOpt, QuietOpt, console, err_console, friendly_errors
 
 detector_app = typer.Typer(no_args_is_help=True, help="Train, calibrate and inspect a deception detector (a folder).")
 
@@ -85,7 +85,8 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
           aggregate: str = typer.Option("mean", help="Message score from its token scores: mean, max or last."),
           limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many statements."),
           seed: int = typer.Option(0),
-          device: str = DeviceOpt, bos: str = BosOpt, quiet: bool = QuietOpt) -> None:
+          device: str = DeviceOpt, dtype: Optional[str] = DtypeOpt, bos: str = BosOpt,
+          quiet: bool = QuietOpt) -> None:
     """Train a detector on statements, contrast pairs or labelled chats, and save it as a folder."""
     import probes
     from liedetect.artifacts import check_artifact_target
@@ -106,7 +107,7 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
     src = load_training_data(data, limit=limit, seed=seed)
     if src["kind"] == "transcripts":
         check_transcripts_encodable(_Named(src["transcripts"], data))
-    bridge = load_model(model, device=device, bos=bos)
+    bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     texts = list(src["dataset"].statements) if src["kind"] == "statements" else \
         [m.content for t in src["transcripts"] for m in t.messages]
     warn_unknown_tokens(bridge, texts, data)
@@ -160,7 +161,8 @@ def _same_path(a: str, b: str) -> bool:
 def calibrate(detector: Path = typer.Argument(..., help="A detector folder (from `liedetect detector train`)."),
               control: Path = typer.Option(..., "--control", help="Honest control chats (.jsonl) that fix the threshold."),
               fpr: float = typer.Option(0.01, help="False-positive rate on the control messages."),
-              device: str = DeviceOpt, quiet: bool = QuietOpt) -> None:
+              device: str = DeviceOpt, dtype: Optional[str] = DtypeOpt,
+              quiet: bool = QuietOpt) -> None:
     """Set the detector's threshold at a false-positive rate on honest control chats (written into the folder)."""
     from liedetect.artifacts import check_artifact_target
     from liedetect.detector import DETECTOR_FILES, Detector, read_control
@@ -174,7 +176,7 @@ def calibrate(detector: Path = typer.Argument(..., help="A detector folder (from
     cdata = read_control(control)
     check_outputs([detector], input_paths(control), folder=[True])
     check_artifact_target(detector, DETECTOR_FILES, "a detector")  # rewritten whole: nothing else may live there
-    bridge = load_model(det.model_spec, device=device)
+    bridge = load_model(det.model_spec, device=device, dtype=dtype)
     det.calibrate(bridge, cdata, fpr=fpr, progress=not quiet)
     det.calibration["control"] = str(control)
     det.save(detector)

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from liedetect.cli.common import DeviceOpt, ModelOpt, console, friendly_errors, print_table
+from liedetect.cli.common import DeviceOpt, DtypeOpt, ModelOpt, console, friendly_errors, print_table
 from liedetect.errors import DataError
 
 iti_app = typer.Typer(no_args_is_help=True, help="Inference-Time Intervention: per-head truth probes and a shift of the best heads.")
@@ -59,7 +59,7 @@ def iti_fit(out: Path = typer.Option(..., "--out", "-o", help="Folder for the in
             template: str = typer.Option("Q: {question}\nA:", help="Prompt before each answer; holds {question}."),
             seed: int = typer.Option(0, help="Seed of the two-fold split and the probe validation split."),
             heatmap: Optional[Path] = typer.Option(None, help="Also draw the per-head accuracy heatmap (png)."),
-            device: str = DeviceOpt) -> None:
+            device: str = DeviceOpt, dtype: Optional[str] = DtypeOpt) -> None:
     """Probe every head on fold A of the questions (two-fold split by question), keep the top K, save the shift."""
     import numpy as np
 
@@ -81,7 +81,7 @@ def iti_fit(out: Path = typer.Option(..., "--out", "-o", help="Folder for the in
     items = load_truthfulqa(data)
     fold_a, _ = two_fold(len(items), seed)
     train = [items[i] for i in fold_a[:questions]]
-    bridge = load_model(model, device=device)
+    bridge = load_model(model, device=device, dtype=dtype)
     texts, labels, groups = answer_texts(train, per_side=per_side, template=template)
     iti = fit_iti(capture_heads(bridge, texts), labels, groups, k=min(k, bridge.cfg.n_layers * bridge.cfg.n_heads), alpha=alpha, seed=seed)
     iti.meta.update({"model_spec": model, "data": str(data), "seed": seed, "fold": "A", "template": template})
@@ -101,7 +101,7 @@ def iti_eval(intervention: Path = typer.Option(..., "--intervention", "-i", help
              questions: Optional[int] = typer.Option(None, min=1, help="Use at most this many held-out questions."),
              max_answers: Optional[int] = typer.Option(None, min=1, help="Keep the first few correct and incorrect answers per question."),
              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the table as JSON."),
-             device: str = DeviceOpt) -> None:
+             device: str = DeviceOpt, dtype: Optional[str] = DtypeOpt) -> None:
     """MC1 / MC2 on the held-out fold (fold B of the fit's split) and the LM loss on neutral text, per alpha."""
     from liedetect.artifacts import check_replaceable
     from liedetect.iti import ITIIntervention, lm_loss, load_truthfulqa, mc_scores, two_fold
@@ -119,7 +119,7 @@ def iti_eval(intervention: Path = typer.Option(..., "--intervention", "-i", help
     _, fold_b = two_fold(len(items), int(iti.meta.get("seed", 0)))
     test = [items[i] for i in fold_b[:questions]]
     template = iti.meta.get("template", "Q: {question}\nA:")
-    bridge = load_model(model, device=device)
+    bridge = load_model(model, device=device, dtype=dtype)
     rows = []
     for alpha in alpha_list:
         with iti.apply(bridge, alpha=alpha):
@@ -143,7 +143,8 @@ def blackbox_fit(out: Path = typer.Option(..., "--out", "-o", help="Detector JSO
                  test_fraction: float = typer.Option(0.5, min=0.1, max=0.9, help="Held-out share of the questions."),
                  yes: str = typer.Option("Yes, Yes,yes, yes", help="Yes-like answer words, comma-separated."),
                  no: str = typer.Option("No, No,no, no", help="No-like answer words, comma-separated."),
-                 seed: int = typer.Option(0), device: str = DeviceOpt) -> None:
+                 seed: int = typer.Option(0), device: str = DeviceOpt,
+                 dtype: Optional[str] = DtypeOpt) -> None:
     """Fit on lies written into the assistant turn; report AUROC (95% bootstrap) and recall at 1% FPR on held-out questions."""
     import numpy as np
 
@@ -162,7 +163,7 @@ def blackbox_fit(out: Path = typer.Option(..., "--out", "-o", help="Detector JSO
     followups = load_followups(followups_file, limit=n_followups)
     qs = load_questions(questions_file)
     chosen = [qs[i] for i in np.random.default_rng(seed).permutation(len(qs))[:n_questions]]
-    bridge = load_model(model, device=device)
+    bridge = load_model(model, device=device, dtype=dtype)
     convs, lies, groups = inserted_transcripts(chosen)
     x = followup_features(LocalLogProbs(bridge, yes_w + no_w), convs, followups, yes=yes_w, no=no_w)
     train, test = split_by_group(groups, test_fraction, seed)
@@ -177,7 +178,7 @@ def blackbox_fit(out: Path = typer.Option(..., "--out", "-o", help="Detector JSO
 def blackbox_score(transcripts: Path = typer.Argument(..., help="JSONL of chats ({messages:[...]}); the last assistant turn is the suspect."),
                    detector: Path = typer.Option(..., "--detector", help="A detector JSON from `liedetect blackbox fit`."),
                    model: str = ModelOpt, yes: str = typer.Option("Yes, Yes,yes, yes"), no: str = typer.Option("No, No,no, no"),
-                   device: str = DeviceOpt) -> None:
+                   device: str = DeviceOpt, dtype: Optional[str] = DtypeOpt) -> None:
     """P(lie) for each transcript, from the follow-up answers of the model."""
     from liedetect.blackbox import FollowupDetector, LocalLogProbs, followup_features
     from liedetect.models import load_model
@@ -191,7 +192,7 @@ def blackbox_score(transcripts: Path = typer.Argument(..., help="JSONL of chats 
     if not data.transcripts:
         raise DataError(f"{transcripts} holds no transcripts.")
     convs = [[{"role": m.role, "content": m.content} for m in t.messages] for t in data.transcripts]
-    bridge = load_model(model, device=device)
+    bridge = load_model(model, device=device, dtype=dtype)
     x = followup_features(LocalLogProbs(bridge, yes_w + no_w), convs, det.followups, yes=yes_w, no=no_w)
     print_table("P(lie)", [{"id": t.id, "p_lie": float(p)} for t, p in zip(data.transcripts, det.score(x))])
 
@@ -210,7 +211,7 @@ def tcav_score(probe: Path = typer.Option(..., "--probe", "-p", help="A saved pr
                position: str = typer.Option("last", help="last (the answer position) or all (every token moved)."),
                limit: Optional[int] = typer.Option(200, help="Use at most this many statements."),
                seed: int = typer.Option(0), json_out: Optional[Path] = typer.Option(None, "--json"),
-               device: str = DeviceOpt) -> None:
+               device: str = DeviceOpt, dtype: Optional[str] = DtypeOpt) -> None:
     """The fraction of inputs whose answer logit rises along the probe direction, vs random directions."""
     from liedetect.artifacts import check_replaceable
     from liedetect.datasets import load_dataset
@@ -236,7 +237,7 @@ def tcav_score(probe: Path = typer.Option(..., "--probe", "-p", help="A saved pr
         raise DataError("The probe records no layer; pass --layer.")
     dataset = load_dataset(data, n=limit, seed=seed)
     texts = [template.format(statement=s) for s in dataset.statements]
-    bridge = load_model(model, device=device)
+    bridge = load_model(model, device=device, dtype=dtype)
     result = tcav(bridge, texts, direction, int(at), (pair[0], pair[1]), n_random=n_random, seed=seed, position=position)
     row = result.to_dict()
     print_table(f"TCAV at layer {at}", [{k: row[k] for k in ("score", "random_mean", "random_std", "p_value_ttest", "p_value_rank",
