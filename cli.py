@@ -13,6 +13,7 @@ from rich.table import Table
 from liedetect.cli.common import (DEBUG, DEFAULT_MODEL, BosOpt, DataArg, DataFlag, DeviceOpt, JsonOpt, ModelOpt, QuietOpt,
                                   console, err_console, escape, friendly_errors, parse_layers, pick_input, print_json,
                                   print_table)
+from liedetect.cli.common import DtypeOpt
 from liedetect.cli.bench import bench as bench_cmd
 from liedetect.cli.detector import detector_app, report as report_cmd, require, warn_data, warn_unknown_tokens
 from liedetect.cli.methods import blackbox_app, iti_app, tcav_app
@@ -41,12 +42,12 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceb
 @app.command()
 @friendly_errors
 def info(model: str = typer.Argument(DEFAULT_MODEL, help="'organism', 'smollm2', a .gguf file, a Hugging Face name or a local folder."),
-         device: str = DeviceOpt, as_json: bool = JsonOpt) -> None:
+         device: str = DeviceOpt, dtype: Optional[str] = DtypeOpt, as_json: bool = JsonOpt) -> None:
     """Show a model's layers, width and residual hook names."""
     from liedetect.bos import describe_bos
     from liedetect.models import load_model, model_id
 
-    bridge = load_model(model, device=device)
+    bridge = load_model(model, device=device, dtype=dtype)
     cfg = bridge.cfg
     hooks = sorted({n.split(".", 2)[2] for n in bridge.hook_dict if n.startswith("blocks.0.hook_")})
     bos = describe_bos(bridge)
@@ -84,7 +85,9 @@ def extract(data: str = typer.Argument(..., help="CSV/JSONL with statement,label
             limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
             truncate: bool = typer.Option(False, help="Cut over-long texts to the model's context."),
             device: str = DeviceOpt, dtype: Optional[str] = typer.Option(None, help="float32, float16 or bfloat16."),
-            bos: str = BosOpt, quiet: bool = QuietOpt) -> None:
+            bos: str = BosOpt, quiet: bool = QuietOpt,
+            engine: str = typer.Option("local", help="local, or ray: Ray Data actors capture the shards (same files).")
+            ) -> None:
     """Capture residual activations for a dataset into a folder (resumes after an interruption)."""
     from liedetect.activations import extract as run_extract
     from liedetect.datasets import format_prompts, load_dataset
@@ -95,7 +98,7 @@ def extract(data: str = typer.Argument(..., help="CSV/JSONL with statement,label
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     acts = run_extract(bridge, format_prompts(dataset, template), layers=parse_layers(layers, bridge.cfg.n_layers),
                        position=position, hook=hook, batch_size=batch_size, labels=dataset.labels.tolist(), out=out,
-                       shard_size=shard_size, truncate=truncate, progress=not quiet)
+                       shard_size=shard_size, truncate=truncate, progress=not quiet, engine=engine)
     console.print(f"{acts.summary()} -> {out}")
 
 
@@ -204,7 +207,7 @@ def eval_cmd(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
              seed: int = typer.Option(0, min=0, max=2**32 - 1),
              limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many rows."),
              batch_size: int = typer.Option(32, min=1),
-             device: str = DeviceOpt, quiet: bool = QuietOpt,
+             device: str = DeviceOpt, dtype: Optional[str] = DtypeOpt, quiet: bool = QuietOpt,
              bos: Optional[str] = typer.Option(None, "--bos", help="Override the BOS policy the probe was trained with (auto, always, never)."),
              as_json: bool = JsonOpt) -> None:
     """Measure a saved probe on a dataset (accuracy, AUROC, calibration error, bootstrap intervals)."""
@@ -221,7 +224,7 @@ def eval_cmd(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
         raise ProbeMismatchError(f"{probe} does not record which model it was trained on; pass --model.")
     dataset = load_dataset(data, n=limit, seed=seed)
     warn_data(meta=saved.meta_, dataset=dataset, name=data)
-    bridge = load_model(spec, device=device)
+    bridge = load_model(spec, device=device, dtype=dtype)
     warn_unknown_tokens(bridge, dataset.statements, data)
     fitted = load_probe(probe, model=bridge, layer=layer, hook=hook)
     metrics = evaluate_probe(fitted, bridge, dataset, n_boot=n_boot, seed=seed, batch_size=batch_size, progress=not quiet,
