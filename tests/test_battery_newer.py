@@ -117,11 +117,11 @@ def _configs(w: Path, b: Path) -> None:
     for name, doc in {"train5": {**good, "train": 5}, "seedabc": {**good, "seed": "abc"},
                       "evalstr": {**good, "eval": str(w / "nope.jsonl")},
                       "lies": {**good, "control": str(b / "liectrl.jsonl")}, "evalempty": {**good, "eval": {}},
-                      "layerslist": {**good, "layers": [1, 2]},
+                      "layerslist": {**good, "layers": [1, 2]}, "fprnan": {**good, "fpr": float("nan")},
                       "method": {**good, "method": "astrology"}, "fpr": {**good, "fpr": 2},
                       "unknown": {**good, "colour": "red"}, "outforeign": {**good, "out": str(b / "runout")},
                       "surrogate": {**good, "eval": [str(b / "surrogate.jsonl")]}}.items():
-        (c / f"{name}.yaml").write_text(json.dumps(doc))  # JSON is YAML
+        (c / f"{name}.yaml").write_text(json.dumps(doc).replace("NaN", ".nan"))  # JSON is YAML (YAML's NaN: .nan)
     (c / "syntax.yaml").write_text("model: organism\ntrain: [unclosed\n")
     (b / "runout" / "detector").mkdir(parents=True)
     (b / "runout" / "detector" / "notes.txt").write_text("mine\n")
@@ -224,11 +224,15 @@ CASES = [
     Case("dt-data-missing", lambda w: ["detector", "train", w / "nope.jsonl", "--out", w / "new" / "d"],
          says="nope.jsonl"),
     Case("dt-out-detector-with-notes", lambda w: _out(DT(w), w / B / "d_notes"), says="notes.txt"),
+    Case("dt-paired-method-with-roles", lambda w: DT(w, "--method", "lat", "--roles", "user"), says="--roles"),
+    Case("dt-limit-with-chats", lambda w: _with(DT(w, "--limit", "10"), None, w / "t.jsonl"), says="--limit"),
     # ---------------------------------------------------------------- detector calibrate
     Case("dc-control-deceptive", lambda w: ["detector", "calibrate", w / "det", "--control", w / B / "liectrl.jsonl"],
          says="labelled deceptive"),
     Case("dc-no-layer-hook-model", lambda w: ["detector", "calibrate", w / B / "d_nolayer", "--control",
                                               w / "ctrl.jsonl"], says="is missing"),
+    Case("dc-fpr-nan", lambda w: ["detector", "calibrate", w / "det", "--control", w / "ctrl.jsonl", "--fpr", "nan"],
+         says="between 0 and 1"),
     Case("dc-fpr-2", lambda w: ["detector", "calibrate", w / "det", "--control", w / "ctrl.jsonl", "--fpr", "2"],
          says="between 0 and 1"),
     Case("dc-control-inside-detector", lambda w: ["detector", "calibrate", w / B / "d_withctrl", "--control",
@@ -276,6 +280,7 @@ CASES = [
     Case("dr-fpr-2", run_cfg("fpr"), says="fpr"),
     Case("dr-unknown-key", run_cfg("unknown"), says="colour"),
     Case("dr-eval-empty", run_cfg("evalempty"), says="eval"),
+    Case("dr-fpr-nan", run_cfg("fprnan"), says="fpr is nan"),
     Case("dr-layers-list", run_cfg("layerslist"), says="layers"),
     Case("dr-out-foreign-folder", run_cfg("outforeign"), says="not part of a detector"),
     Case("dr-eval-surrogate", run_cfg("surrogate"), says="lone surrogate"),

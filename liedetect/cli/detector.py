@@ -91,6 +91,7 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
     import probes
     from liedetect.artifacts import check_artifact_target
     from liedetect.detector import DETECTOR_FILES, Detector, load_training_data
+    from liedetect.errors import OptionError
     from liedetect.models import load_model
     from liedetect.options import check_choice, input_paths
     from liedetect.paths import check_outputs, check_transcripts_encodable
@@ -98,7 +99,14 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
     from liedetect.scoring.scorer import AGGREGATES
 
     # one preflight: options, inputs, the output folder, before any model loads
-    probes.is_paired(method)  # an unknown method fails before the model loads
+    paired = probes.is_paired(method)  # an unknown method fails before the model loads
+    role_list = tuple(r.strip() for r in roles.split(",") if r.strip())
+    if paired and role_list != ("assistant",):
+        raise OptionError(f"{method} reads contrast pairs of statements, so --roles {roles} does not apply to it; "
+                          f"leave --roles out.")
+    if limit is not None and str(data).endswith(".jsonl"):
+        raise OptionError("--limit samples statements (CSV or builtin:NAME); it does not apply to chats (.jsonl): "
+                          "leave it out or shorten the file.")
     check_choice(aggregate, AGGREGATES, "--aggregate")
     check_choice(fmt, FORMATS, "--format")
     warn_data(method=method, template=template)
@@ -113,7 +121,7 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
     warn_unknown_tokens(bridge, texts, data)
     det = Detector.train(bridge, src["dataset"] if src["kind"] == "statements" else src["transcripts"], method=method,
                          layer=layer, hook=hook, fmt=fmt, template=template, aggregate=aggregate, seed=seed,
-                         roles=tuple(r.strip() for r in roles.split(",") if r.strip()), progress=not quiet)
+                         roles=role_list, progress=not quiet)
     det.training["data"] = data
     path = det.save(out)
     console.print(det.summary(), highlight=False, soft_wrap=True)
