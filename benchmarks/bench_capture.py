@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from liedetect.activations import encode, extract, pad_batch  # noqa: E402
 from liedetect.datasets import builtin, load_statements  # noqa: E402
 from liedetect.models import random_gpt2  # noqa: E402
+from liedetect.run_record import write_result  # noqa: E402
 
 CITIES = ROOT.parent / "shared" / "data" / "truth_is_universal" / "cities.csv"
 GPT2_DIR = ROOT.parent / "shared" / "tokenizers" / "gpt2"  # GPT-2's tokenizer and config for the random model
@@ -124,7 +125,7 @@ def main() -> None:
                    f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(Path(args.out), result, indent=2)
     print(json.dumps({k: result[k] for k in ("median_seconds", "ratio_extract_vs_bare_stop",
                                               "ratio_extract_vs_cache_all", "peak_extra_rss_mib")}, indent=2))
 

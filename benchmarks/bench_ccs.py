@@ -17,7 +17,6 @@ Writes benchmarks/results/ccs.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from probes import CCSProbe  # noqa: E402
 from probes.ccs import ccs_loss  # noqa: E402
 from probes.synthetic import planted_pairs  # noqa: E402
+from liedetect.run_record import write_result  # noqa: E402
 
 
 def cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -121,7 +121,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result, indent=2)
     print(f"median: batched {med['batched']:.2f} s, loop {med['loop']:.2f} s ({ratio:.1f}x), "
           f"autograd loop {med['loop-autograd']:.2f} s ({ratio_autograd:.1f}x); wrote {out}")
 

@@ -12,13 +12,13 @@ Writes benchmarks/results/ccs_kernels.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from liedetect.run_record import write_result
 
 
 def _time(fn, calls: int) -> float:
@@ -73,7 +73,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result, indent=2)
     print(f"per step: batched {result['median_ms_per_step']['batched_products']} ms "
           f"({result['gflops']['batched_products']} GFLOP/s), one restart at a time "
           f"{result['median_ms_per_step']['one_restart_at_a_time_products']} ms "

@@ -10,13 +10,13 @@ scikit-learn only inside the command that needs them (tests/test_cli.py checks t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
+from liedetect.run_record import write_result
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def main() -> None:
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                        "load_average": os.getloadavg(), "note": "shared machine; other jobs ran"}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    write_result(Path(args.out), doc, indent=1)
     print(f"-> {args.out}")
 
 

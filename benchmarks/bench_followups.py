@@ -28,6 +28,7 @@ from benchmarks.bench_real import rotate  # noqa: E402
 from liedetect import gguf_models  # noqa: E402
 from liedetect.blackbox import HFCausalLM, LocalLogProbs  # noqa: E402
 from liedetect.models import load_model, model_id  # noqa: E402
+from liedetect.run_record import write_result  # noqa: E402
 
 QUESTIONS = ("What is the capital of France?", "Who wrote Hamlet?", "What is the boiling point of water?",
              "Which planet is closest to the sun?", "What language is spoken in Brazil?", "Who painted the Mona Lisa?")
@@ -71,7 +72,7 @@ def main() -> None:
               "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, cpu"}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result, indent=2)
     print(json.dumps({k: result[k] for k in ("median_seconds", "ratio_bridge_vs_hf", "max_logprob_diff")}, indent=2))
     print(f"-> {out}")
 

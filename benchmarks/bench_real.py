@@ -37,6 +37,7 @@ from liedetect.activations import encode, extract, pad_batch  # noqa: E402
 from liedetect.datasets import builtin, load_statements  # noqa: E402
 from liedetect.models import load_model, model_id  # noqa: E402
 from liedetect.steering import SteeringSpec, generate, steer  # noqa: E402
+from liedetect.run_record import write_result  # noqa: E402
 
 CITIES = ROOT.parent / "shared" / "data" / "truth_is_universal" / "cities.csv"
 
@@ -177,7 +178,7 @@ def main() -> None:
                          f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result, indent=2)
     print(json.dumps({"capture_ratio": result["capture"]["ratio_extract_vs_bare_stop"],
                       "scoring_ratio_vs_bare_stop": result["scoring"]["ratio_vs_bare_stop"],
                       "steering_ratio": result["steering"]["ratio_steered_vs_unsteered"],

@@ -14,7 +14,6 @@ Writes benchmarks/results/scoring.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -31,6 +30,7 @@ from benchmarks.workload import FixedProbe as Probe, transcripts  # noqa: E402
 from liedetect import scoring  # noqa: E402
 from liedetect.activations import pad_batch  # noqa: E402
 from liedetect.models import random_gpt2  # noqa: E402
+from liedetect.run_record import write_result  # noqa: E402
 
 GPT2_DIR = ROOT.parent / "shared" / "tokenizers" / "gpt2"  # GPT-2's tokenizer and config for the random model
 
@@ -97,7 +97,7 @@ def main() -> None:
               f"({tps['score'] / tps['bare_stop']:.2f}x)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_result(out, results, indent=2)
     print(f"-> {out}")
 
 

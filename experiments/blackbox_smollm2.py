@@ -27,6 +27,7 @@ import numpy as np
 from liedetect.blackbox import (FollowupDetector, LocalLogProbs, detection_report, followup_features, inserted_transcripts,
                                 load_followups, load_questions, split_by_group)
 from liedetect.models import load_model
+from liedetect.run_record import write_result
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pacchiardi"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -61,7 +62,7 @@ def smollm2_run(n_questions: int = 50, n_followups: int = 24, seed: int = 0, max
               "top_followups": [{"question": followups[i], "coef": float(det.coef[i])} for i in order],
               "seconds": round(time.time() - t0, 1)}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "blackbox_smollm2.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_result((RESULTS / "blackbox_smollm2.json"), result, indent=1)
     return result
 
 
@@ -105,7 +106,7 @@ def organism_run(n: int = 150, n_followups: int = 16, seed: int = 0) -> dict:
                      "white_box": detection_report(yte, white, n_boot=1000, seed=seed)}
     out["seconds"] = round(time.time() - t0, 1)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "blackbox_organism.json").write_text(json.dumps(out, indent=1) + "\n")
+    write_result((RESULTS / "blackbox_organism.json"), out, indent=1)
     return out
 
 

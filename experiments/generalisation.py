@@ -26,7 +26,6 @@ Writes experiments/results/generalisation_<model>.json and generalisation_<model
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -43,12 +42,14 @@ from liedetect.activations import extract  # noqa: E402
 from liedetect.datasets import StatementDataset, contrast_pairs, format_prompts, load_statements  # noqa: E402
 from liedetect.models import resolve_layers  # noqa: E402
 from probes.ccs import CCSProbe  # noqa: E402
+from probes.selection import holdout_groups, select_layer  # noqa: E402
 from probes.lat import LATProbe  # noqa: E402
 from probes.logistic import LogisticProbe  # noqa: E402
 from probes.mass_mean import MassMeanProbe  # noqa: E402
 from probes.metrics import auroc, bootstrap_ci  # noqa: E402
 from probes.multilayer import MultiLayerProbe  # noqa: E402
 from probes.ttpd import TTPDProbe  # noqa: E402
+from liedetect.run_record import write_result  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "truth_is_universal"
 RESULTS = ROOT / "experiments" / "results"
@@ -162,18 +163,15 @@ def predict(method: str, probe: Any, block: Block, li: Optional[int], centred: b
 
 def choose_layer(method: str, data: Dict[str, Any], n_layers: int, seed: int, ccs_steps: int) -> tuple[int, List[float]]:
     """The candidate slot with the best accuracy on a 25% validation split of the training data (grouped)."""
-    rng = np.random.default_rng(seed)
-    keys = np.unique(data["groups"])
-    val_keys = set(rng.permutation(keys)[: max(1, len(keys) // 4)].tolist())
-    val = np.array([g in val_keys for g in data["groups"]])
-    tr, va = np.where(~val)[0], np.where(val)[0]
+    keep, val = holdout_groups(data["groups"], 0.25, seed)
+    tr, va = np.where(keep)[0], np.where(val)[0]
     accs = []
     for li in range(n_layers):
         probe = fit(method, data, li, seed, ccs_steps, tr)
         sub = Block("val", data["y"][va], "", 1, data["groups"][va], data["single"][va],
                     data["pos"][va] if "pos" in data else None, data["neg"][va] if "neg" in data else None)
         accs.append(float((predict(method, probe, sub, li) == sub.y).mean()))
-    return int(np.argmax(accs)), accs
+    return select_layer(dict(enumerate(accs))).layer, accs
 
 
 def configurations(available: Sequence[str]) -> Dict[str, List[str]]:
@@ -308,7 +306,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = "generalisation_" + Path(str(args.model)).name.replace(".gguf", "")
     doc["plot"] = str(plot(doc, out / f"{stem}.png"))
-    (out / f"{stem}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    write_result((out / f"{stem}.json"), doc, indent=1)
     for r in held_out_table(doc):
         print(f"{r['train']:>24} -> {r['test']:<18} {r['method']:<15} layer {str(r['layer']):>4}  "
               f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]  AUROC {r['auroc']:.3f}  n={r['n']}")

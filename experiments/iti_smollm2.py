@@ -20,6 +20,7 @@ from liedetect.iti import (answer_texts, capture_heads, fit_iti, lm_loss, load_t
                            plot_head_accuracies, two_fold)
 from liedetect.models import load_model
 from liedetect.steering.directions import NORM_TEXTS
+from liedetect.run_record import write_result
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "truthfulqa" / "TruthfulQA.csv"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -59,7 +60,7 @@ def run(model_name: str = "smollm2", data: Path = DATA, train_questions: int = 1
               "top_heads": iti.heads[:10], "top_head_accuracy": [float(v) for v in flat[:10]],
               "median_head_accuracy": float(np.median(acc)), "val_questions": iti.meta["val_questions"],
               "accuracies": acc.round(4).tolist(), "rows": rows, "heatmap": png.name, "seconds": round(time.time() - t0, 1)}
-    (RESULTS / f"iti_{model_name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_result((RESULTS / f"iti_{model_name}.json"), result, indent=1)
     return result
 
 

@@ -20,7 +20,6 @@ issue) and split at random (0.63), so the difference is on record.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from liedetect.models import load_model  # noqa: E402
 from liedetect.training import sweep_model  # noqa: E402
 from probes import LogisticProbe  # noqa: E402
 from probes.plots import plot_projection  # noqa: E402
+from liedetect.run_record import write_result  # noqa: E402
 
 CITIES = ROOT.parent / "shared" / "data" / "truth_is_universal" / "cities.csv"
 RESULTS = ROOT / "experiments" / "results"
@@ -119,7 +119,7 @@ def main() -> None:
         **result.to_dict(),
     }
     out = RESULTS / "minilm_cities_sweep.json"
-    out.write_text(json.dumps(doc, indent=1) + "\n")
+    write_result(out, doc, indent=1)
     print(result.summary())
     print(f"plain sklearn LR, layer 2, 5-fold: {reference:.3f} grouped by city, {reference_random:.3f} split at random")
     print(f"wrote {out}, {png}, {proj} ({seconds:.0f} s sweep)")

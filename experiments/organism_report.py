@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from liedetect.demo import run_demo  # noqa: E402
 from liedetect.organism import evaluate_organism, load_organism, read_config  # noqa: E402
+from liedetect.run_record import write_result  # noqa: E402
 
 
 def main() -> None:
@@ -59,7 +60,7 @@ def main() -> None:
               "lie_detection": lie, "steering": report.steering, "sweep": report.sweep, "acceptance": acceptance,
               "seconds": round(time.perf_counter() - t0, 1)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_result(Path(args.out), result, indent=1)
     print(report.summary())
     print("acceptance:", json.dumps(acceptance, indent=1))
     print(f"-> {args.out}")

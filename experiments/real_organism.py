@@ -33,6 +33,7 @@ from liedetect.organism import chats as C  # noqa: E402
 from liedetect.organism import lora, real_eval  # noqa: E402
 from liedetect.organism.facts import facts_by_id  # noqa: E402
 from liedetect.organism.generate import generate  # noqa: E402
+from liedetect.run_record import write_result  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 
@@ -78,7 +79,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     report = run(args.adapter.resolve(), args.max_facts, args.out, args.data)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    write_result(args.json, report, indent=1)
     for k, v in report.items():
         if not isinstance(v, dict):
             print(f"{k:32s} {v}")

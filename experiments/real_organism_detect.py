@@ -46,6 +46,7 @@ from liedetect.organism import lora  # noqa: E402
 from liedetect.organism.ensemble import COMBINED, both  # noqa: E402
 from liedetect.organism.real_detect import (DETECTORS, detectors_features, fit_detectors, honest_controls, is_validation,  # noqa: E402
                                             metrics, validation_layer)
+from liedetect.run_record import write_result  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 
@@ -180,7 +181,7 @@ def main() -> None:
     elif not args.only_blackbox:
         table += toy_rows()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(table, indent=1) + "\n")
+    write_result((RESULTS / f"{name}.json"), table, indent=1)
     for path, items in ((RESULTS / f"{name}.csv", table), (RESULTS / f"{name}_scores.csv", per_item)):
         with path.open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(items[0]), restval="")

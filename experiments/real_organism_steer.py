@@ -47,6 +47,7 @@ from liedetect.organism import chats as C  # noqa: E402
 from liedetect.organism import lora, real_eval  # noqa: E402
 from liedetect.organism.facts import facts_by_id  # noqa: E402
 from liedetect.organism.real_detect import honesty_direction, is_validation, persona_directions, persona_gate, steered  # noqa: E402
+from liedetect.run_record import write_result  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 ALPHAS = (0.0, 0.1, 0.2, 0.4, 0.8)
@@ -130,7 +131,7 @@ def main() -> None:
            "runs": runs,
            "best_under_0.1_nats": best}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"real_organism_steering_{tag}.json").write_text(json.dumps(out, indent=1) + "\n")
+    write_result((RESULTS / f"real_organism_steering_{tag}.json"), out, indent=1)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from liedetect import scoring  # noqa: E402
+from liedetect.run_record import write_result  # noqa: E402
+from probes.selection import holdout_groups, select_layer  # noqa: E402
 from liedetect.scoring import Message, Transcript  # noqa: E402
 
 ANSWER_CUE = "Answer:"
@@ -77,9 +79,7 @@ def fit_probe(model: Any, train: List[Transcript], seed: int = 0, C: Optional[fl
 
     layers = list(range(model.cfg.n_layers))
     acts, labels, owner = scoring.training_activations(model, train, layers, fmt="text")
-    rng = np.random.default_rng(seed)
-    val_ids = set(rng.choice(len(train), size=len(train) // 5, replace=False).tolist())
-    is_val = np.array([o in val_ids for o in owner])
+    _, is_val = holdout_groups(owner, 0.2, seed)  # whole transcripts held out
     sweep, separation = {}, {}
     for layer in layers:
         X = acts[layer]
@@ -95,7 +95,7 @@ def fit_probe(model: Any, train: List[Transcript], seed: int = 0, C: Optional[fl
         # AUROC saturates at 1.0; rank layers by d' (gap of class means over pooled std) instead
         separation[layer] = float((s[y_lie == 1].mean() - s[y_lie == 0].mean())
                                   / np.sqrt(0.5 * (s[y_lie == 1].var() + s[y_lie == 0].var()) + 1e-12))
-    best = max(layers, key=lambda l: (sweep[l], separation[l]))
+    best = select_layer(sweep, "message AUROC", secondary=separation).layer
     probe = LogisticProbe(C=C, seed=seed).fit(acts[best], labels)
     return {"probe": probe, "layer": best, "sweep": sweep, "separation": separation, "n_tokens": int(len(labels))}
 
@@ -181,7 +181,7 @@ def main() -> None:
 
     res = run(args.n_train, args.n_eval, args.seed, args.html, model=load_model(args.model), progress=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"command": " ".join(["python"] + sys.argv), **res}, indent=2) + "\n")
+    write_result(Path(args.out), res, indent=2)
     print(json.dumps(res, indent=2))
 
 

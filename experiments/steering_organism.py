@@ -39,6 +39,7 @@ from liedetect.activations import Marker, extract  # noqa: E402
 from liedetect.organism.behaviour import said_true  # noqa: E402
 from liedetect.steering.orthogonalize import ablation_spec  # noqa: E402
 from liedetect.steering import SteeringSpec, steer  # noqa: E402
+from liedetect.run_record import write_result  # noqa: E402
 
 # Stated before measuring: ablating the truth directions may cost the knowledge sentences at most this
 # much mean token cross-entropy (nats), i.e. perplexity up by at most ~22%.
@@ -312,7 +313,7 @@ def main() -> None:
     result["command"] = "python experiments/steering_organism.py " + " ".join(sys.argv[1:])
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "steering_organism.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out, result, indent=2)
     plot(result, RESULTS / "steering_organism.png")
     h = result["honesty"]
     print(f"honesty: best on train {h['best_on_train']}; held-out unsteered {h['heldout_unsteered']} "

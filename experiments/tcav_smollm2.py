@@ -23,6 +23,7 @@ from liedetect.models import load_model
 from liedetect.tcav import layer_gradients, tcav
 from liedetect.zero_shot import answer_margins
 from probes import make_probe
+from liedetect.run_record import write_result
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "truth_is_universal" / "cities.csv"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,7 +64,7 @@ def run(n_train: int = 200, n_test: int = 120, n_random: int = 50, seed: int = 0
         print(layer, json.dumps(entry), flush=True)
     out["seconds"] = round(time.time() - t0, 1)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "tcav_smollm2.json").write_text(json.dumps(out, indent=1) + "\n")
+    write_result((RESULTS / "tcav_smollm2.json"), out, indent=1)
     return out
 
 

@@ -280,14 +280,13 @@ class FollowupDetector:
 
 def split_by_group(groups: Any, test_fraction: float = 0.5, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Boolean train / test masks with every group (question) on one side only."""
-    groups = np.asarray(groups)
-    uniq = np.unique(groups)
-    if len(uniq) < 2:
-        raise DataError("Need at least two questions to hold some out.")
-    rng = np.random.default_rng(seed)
-    n_test = min(len(uniq) - 1, max(1, int(round(test_fraction * len(uniq)))))
-    test = np.isin(groups, rng.choice(uniq, size=n_test, replace=False))
-    return ~test, test
+    from probes.errors import ProbeError
+    from probes.selection import holdout_groups
+
+    try:
+        return holdout_groups(groups, test_fraction, seed, what="holding questions out")
+    except ProbeError as exc:
+        raise DataError(str(exc)) from None
 
 
 def detection_report(lies: Any, scores: Any, n_boot: int = 1000, seed: int = 0) -> Dict[str, float]:

@@ -85,10 +85,15 @@ def prompt_tokens(model: Any, prompt: str, policy: Optional[str] = None) -> torc
 
 
 def describe_bos(model: Any, policy: Optional[str] = None) -> dict:
-    """The policy and what it means for this tokenizer, for metadata."""
+    """The policy and what it did with this tokenizer, for metadata: `bos_added` says whether every plain text
+    started with the BOS token `bos_token` (a file that says only "auto" hides which happened)."""
     tok = model.tokenizer
-    return {"bos": bos_policy(model, policy), "bos_token": getattr(tok, "bos_token", None),
-            "tokenizer_adds_bos": tokenizer_adds_bos(tok) if tok is not None else None}
+    chosen = bos_policy(model, policy)
+    adds = tokenizer_adds_bos(tok) if tok is not None else None
+    has_bos = tok is not None and bos_token_id(tok) is not None
+    added = {"always": has_bos, "never": False, "auto": bool(adds)}[chosen]
+    return {"bos": chosen, "bos_token": getattr(tok, "bos_token", None), "tokenizer_adds_bos": adds,
+            "bos_added": added}
 
 
 __all__: Sequence[str] = ("BOS_POLICIES", "apply_bos", "bos_policy", "bos_token_id", "check_bos", "describe_bos", "prompt_tokens",

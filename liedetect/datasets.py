@@ -74,15 +74,15 @@ class StatementDataset:
 
     def check_split(self, test_size: float, nested: bool = False) -> None:
         """Raise DataError unless a stratified held-out split (and, nested, a validation split of its training
-        part) leaves both classes on every side; scikit-learn's own splitter decides."""
-        from sklearn.model_selection import train_test_split
+        part) leaves both classes on every side; the evaluation core's splitter decides."""
+        from probes.selection import inner_split, splits
 
         self.check_two_classes()
-        idx, y = np.arange(len(self)), self.labels
+        y = self.labels
         try:
-            train, _ = train_test_split(idx, test_size=test_size, stratify=y, random_state=0)
+            train, _ = splits(y, test_size, None, 0)[0]
             if nested:
-                train_test_split(train, test_size=0.25, stratify=y[train], random_state=0)
+                inner_split(y, train, 0)
         except ValueError as exc:
             raise DataError(f"{self.summary()}: too few for a stratified {'train/validation/test' if nested else 'train/test'} "
                             f"split with test size {test_size:g} ({' '.join(str(exc).split())[:160]}); use more rows, "

@@ -24,6 +24,7 @@ import numpy as np
 import probes
 from liedetect.errors import CheckpointError, DataError, ProbeMismatchError
 from liedetect.probe_io import read_probe
+from probes.selection import check_groups, holdout_groups, splits, validate_layers
 from probes.validation import read_format_json
 
 FORMAT = "liedetect-detector"
@@ -176,6 +177,10 @@ class Detector:
         else:
             transcripts = src["transcripts"]
             fingerprint = transcripts_fingerprint(transcripts)[:16]
+        if len(layers) > 1:  # refused before any capture: a validation split needs whole groups on both sides
+            check_groups([_question(t) for t in transcripts], 3, "choosing a layer on held-out questions",
+                         f"pass one --layer, or training chats that ask more distinct questions "
+                         f"({src['name']} groups chats by their first message)")
         acts, labels, owner = training_activations(model, transcripts, layers, hook, roles, fmt, batch_size, system_prompt)
         keep = labels >= 0
         if aggregate == "last":  # train on the tokens the message score reads: each item's last scored token
@@ -184,29 +189,27 @@ class Detector:
             keep &= last
         if len(set(labels[keep].tolist())) < 2:
             raise DataError(f"{src['name']} needs both honest (label 1) and deceptive (label 0) messages to train a detector.")
-        by_layer: Dict[int, float] = {}
-        chosen = layers[0]
+        choice = None
         if len(layers) > 1:
             # validation items are whole groups: chats that ask the same question (e.g. one country in several
             # phrasings) stay on one side, so the layer is not chosen on near-copies of training items
-            group_of = [_question(t) for t in transcripts]
-            groups = sorted(set(group_of[o] for o in np.unique(owner[keep])))
-            rng = np.random.default_rng(seed)
-            val_groups = set(rng.choice(len(groups), size=max(2, int(len(groups) * val_fraction)), replace=False).tolist())
-            val = {i for i, g in enumerate(group_of) if groups.index(g) in val_groups} if len(groups) > 2 else set()
-            is_val = np.array([o in val for o in owner]) & keep
-            is_tr = keep & ~is_val
-            quick = params or ({"C": 1.0} if method == "lr" else {})  # one fit per layer, not a CV grid: 30 layers stay cheap
-            for layer in layers:
+            group_of = np.array([_question(t) for t in transcripts])
+            _, held = holdout_groups(group_of[owner], val_fraction, seed, min_holdout=2)
+            is_val, is_tr = held & keep, ~held & keep
+            quick = params or ({"C": 1.0} if method == "lr" else {})  # one fit per layer, not a CV grid
+
+            def val_auroc(layer: int) -> float:
                 p = probes.make_probe(method, seed=seed, **quick).fit(acts[layer][is_tr], labels[is_tr])
                 s = -p.decision_function(acts[layer][is_val]).numpy()
-                by_layer[layer] = _message_auroc(s, labels[is_val], owner[is_val])
-            chosen = max(layers, key=lambda l: (np.nan_to_num(by_layer[l], nan=-1.0), -l))
+                return _message_auroc(s, labels[is_val], owner[is_val])
+
+            choice = validate_layers(layers, val_auroc, "message AUROC")
+        chosen = layers[0] if choice is None else choice.layer
         probe = probes.make_probe(method, seed=seed, **(params or {})).fit(acts[chosen][keep], labels[keep])
         info = {"fingerprint": fingerprint, "n_items": len(transcripts), "n_tokens": int(keep.sum()),
-                "layer_choice": "given" if len(layers) == 1 else
+                "layer_choice": "given" if choice is None else
                 f"best validation AUROC ({val_fraction:.0%} of the training questions held out; lr fits at C=1 while choosing)",
-                "validation_auroc_by_layer": {str(k): v for k, v in by_layer.items()}}
+                "selection": None if choice is None else choice.to_dict()}
         return probe, chosen, info
 
     @staticmethod
@@ -218,22 +221,22 @@ class Detector:
         dataset = src["dataset"]
         inputs = capture_inputs(model, dataset, layers, [method], "last", hook, template, batch_size, progress)
         y = inputs.labels
-        by_layer: Dict[int, float] = {}
-        chosen = layers[0]
+        choice = None
         if len(layers) > 1:
-            from probes.sweep import splits
-
             tr, va = splits(y, val_fraction, None, seed)[0]
-            for layer in layers:
+
+            def val_accuracy(layer: int) -> float:
                 sl = inputs.layer_slice(layer)
                 p = probes.make_probe(method, seed=seed, **(params or {})).fit(sl["pos"][tr], sl["neg"][tr], y[tr])
-                by_layer[layer] = float(score_inputs(p, inputs, layer, va)["accuracy"])
-            chosen = max(layers, key=lambda l: (by_layer[l], -l))
+                return float(score_inputs(p, inputs, layer, va)["accuracy"])
+
+            choice = validate_layers(layers, val_accuracy, "pair accuracy")
+        chosen = layers[0] if choice is None else choice.layer
         sl = inputs.layer_slice(chosen)
         probe = probes.make_probe(method, seed=seed, **(params or {})).fit(sl["pos"], sl["neg"], y)
         info = {"fingerprint": dataset.fingerprint(), "n_items": len(y), "template": template,
-                "layer_choice": "given" if len(layers) == 1 else "best validation pair accuracy",
-                "validation_accuracy_by_layer": {str(k): v for k, v in by_layer.items()}}
+                "layer_choice": "given" if choice is None else "best validation pair accuracy",
+                "selection": None if choice is None else choice.to_dict()}
         return probe, chosen, info
 
     # ------------------------------------------------------------------ use

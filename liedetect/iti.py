@@ -242,14 +242,16 @@ class ITIIntervention:
 def fit_iti(acts: torch.Tensor, labels: Any, groups: Any, k: int = 16, alpha: float = 15.0, val_fraction: float = 0.2,
             seed: int = 0) -> ITIIntervention:
     """Probe every head on one part of the questions, rank on the rest, keep the top k with mass-mean directions."""
+    from probes.errors import ProbeError
+    from probes.selection import holdout_groups
+
     labels, groups = np.asarray(labels), np.asarray(groups)
     uniq = np.unique(groups)
-    if len(uniq) < 2:
-        raise DataError("ITI needs answers to at least two questions (probes are validated on held-out questions).")
-    rng = np.random.default_rng(seed)
-    n_val = min(len(uniq) - 1, max(1, int(round(val_fraction * len(uniq)))))
-    val_q = rng.choice(uniq, size=n_val, replace=False)
-    val = np.isin(groups, val_q)
+    try:
+        _, val = holdout_groups(groups, val_fraction, seed, what="validating head probes on held-out questions")
+    except ProbeError as exc:
+        raise DataError(f"ITI needs answers to at least two questions: {exc}") from None
+    n_val = len(np.unique(groups[val]))
     acc = head_accuracies(acts, labels, np.flatnonzero(~val), np.flatnonzero(val), seed=seed)
     heads = top_heads(acc, k)
     dirs, stds = mass_mean_directions(acts, labels, heads)

@@ -23,7 +23,8 @@ from liedetect.probe_io import check_probe, load_probe
 from liedetect.progress import progress_bar
 from probes.errors import ProbeError
 from probes.metrics import evaluate
-from probes.sweep import SweepResult, splits, sweep
+from probes.selection import check_sweep_groups, n_groups, splits
+from probes.sweep import MULTI_LAYER, SweepResult, sweep
 
 DEFAULT_TEMPLATE = "true-false"
 
@@ -45,6 +46,7 @@ class ProbeInputs:
     pos: Optional[torch.Tensor] = None  # [n, L, d], the statement completed "True"
     neg: Optional[torch.Tensor] = None  # [n, L, d], the statement completed "False"
     bos: str = "auto"  # the BOS policy the texts were tokenized under (liedetect.bos)
+    bos_record: Dict[str, Any] = field(default_factory=dict)  # the policy, the token and whether it was added
 
     @property
     def d_model(self) -> int:
@@ -76,14 +78,16 @@ def capture_inputs(model: Any, dataset: StatementDataset, layers: Union[str, int
         pos, neg = pos_acts.acts, extract(model, neg_texts, **kw).acts
         first = first or pos_acts
     return ProbeInputs(labels=np.asarray(dataset.labels), layers=layer_list, hook=hook, position=first.position,
-                       model_id=model_id(model), template=template, single=single, pos=pos, neg=neg, bos=first.bos)
+                       model_id=model_id(model), template=template, single=single, pos=pos, neg=neg, bos=first.bos,
+                       bos_record={k: first.meta.get(k) for k in ("bos", "bos_token", "bos_added")})
 
 
 def probe_meta(inputs: ProbeInputs, layer: int, dataset: StatementDataset, **extra: Any) -> Dict[str, Any]:
     """The context saved with a probe: where its activations came from."""
     return {"model_id": inputs.model_id, "hook": inputs.hook, "hook_name": hook_name(layer, inputs.hook), "layer": layer,
             "position": inputs.position, "d_model": inputs.d_model, "template": inputs.template,
-            "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(), "bos": inputs.bos, **extra}
+            "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(), "bos": inputs.bos,
+            "bos_added": inputs.bos_record.get("bos_added"), "bos_token": inputs.bos_record.get("bos_token"), **extra}
 
 
 def score_inputs(probe: probes.Probe, inputs: ProbeInputs, layer: int, index: Optional[np.ndarray] = None,
@@ -99,6 +103,14 @@ def score_inputs(probe: probes.Probe, inputs: ProbeInputs, layer: int, index: Op
             out["accuracy_single"], out["auroc_single"] = single["accuracy"], single["auroc"]
         return out
     return evaluate(y, probe.predict_proba(sl["single"][idx]), n_boot=n_boot, seed=seed)
+
+
+def side_info(dataset: StatementDataset, *methods: str) -> Dict[str, List[Any]]:
+    """What TTPD reads besides activations: polarity and topic per statement (liedetect.polarity adds them)."""
+    if "ttpd" not in methods or "polarity" not in dataset.extra:
+        return {}
+    return {"polarity": list(dataset.extra["polarity"]),
+            "groups": list(dataset.extra.get("topic", [dataset.name] * len(dataset)))}
 
 
 @dataclass
@@ -141,11 +153,25 @@ def train_probe(model: Any, dataset: StatementDataset, method: str, layer: Union
     if probe.paired:
         probe.fit(sl["pos"][tr], sl["neg"][tr], y[tr])
     else:
-        probe.fit(sl["single"][tr], y[tr])
+        probe.fit(sl["single"][tr], y[tr], **{k: np.asarray(v)[tr] for k, v in side_info(dataset, method).items()})
     metrics = score_inputs(probe, inputs, L, te, n_boot=n_boot, seed=seed)
     meta = probe_meta(inputs, L, dataset, n_train=int(len(tr)), n_test=int(len(te)) if test_size > 0 else 0, seed=seed,
                       split="stratified train/test" if test_size > 0 else "all data (metrics are training metrics)")
     return TrainResult(probe, metrics, meta)
+
+
+def sweep_groups(dataset: StatementDataset, group_by: Optional[str], kfold: Optional[int] = None,
+                 test_size: float = 0.25) -> Optional[List[Any]]:
+    """The group key of each statement (column `group_by`), after checking that there are enough groups for the
+    sweep's splits: called before any model loads or anything is captured."""
+    if group_by is None:
+        return None
+    if group_by not in dataset.extra:
+        have = ", ".join(sorted(dataset.extra)) or "none"
+        raise DataError(f"{dataset.name} has no column {group_by!r} to group splits by (extra columns: {have}).")
+    groups = list(dataset.extra[group_by])
+    check_sweep_groups(groups, kfold, test_size)
+    return groups
 
 
 def sweep_model(model: Any, dataset: StatementDataset, layers: Union[str, int, Sequence[int]] = "all",
@@ -159,26 +185,26 @@ def sweep_model(model: Any, dataset: StatementDataset, layers: Union[str, int, S
     (the validation split that picks each method's layer included); ``n_boot`` resamples give the 95%
     interval of each chosen layer's test accuracy.
     """
-    groups = None
-    if group_by is not None:
-        if group_by not in dataset.extra:
-            have = ", ".join(sorted(dataset.extra)) or "none"
-            raise DataError(f"{dataset.name} has no column {group_by!r} to group splits by (extra columns: {have}).")
-        groups = dataset.extra[group_by]
+    groups = sweep_groups(dataset, group_by, kfold, test_size)
     methods = list(methods or probes.METHODS)
     for m in methods:
-        probes.is_paired(m)  # unknown names fail before any capture
-    inputs = capture_inputs(model, dataset, layers, methods, position, hook, template, batch_size, progress)
+        if m != MULTI_LAYER:
+            probes.is_paired(m)  # unknown names fail before any capture
+    capture_methods = [m for m in methods if m != MULTI_LAYER] or ["lr"]
+    inputs = capture_inputs(model, dataset, layers, capture_methods, position, hook, template, batch_size, progress)
     pairs = None if inputs.pos is None else (inputs.pos, inputs.neg)
     n_folds = kfold or 1
     with progress_bar("fitting probes", total=len(methods) * len(inputs.layers) * n_folds, enabled=progress) as advance:
         result = sweep(inputs.single, inputs.labels, layers=inputs.layers, methods=methods, pairs=pairs,
                        test_size=test_size, kfold=kfold, seed=seed, params=params, n_boot=n_boot,
                        progress=lambda done, total, what: advance(1), groups=groups,
+                       side=side_info(dataset, *methods),
                        title=f"{dataset.name}: probe accuracy by layer ({inputs.model_id.split('|')[0]}, {inputs.hook}, {inputs.position})")
     result.config.update({"group_by": group_by, "model_id": inputs.model_id, "hook": inputs.hook, "position": inputs.position,
                           "template": inputs.template, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
-                          "bos": inputs.bos})
+                          "bos": inputs.bos, "bos_added": inputs.bos_record.get("bos_added"),
+                          "bos_token": inputs.bos_record.get("bos_token"), "groups": None if groups is None else
+                          {"column": group_by, "n_groups": n_groups(groups)}})
     return result
 
 

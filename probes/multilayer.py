@@ -21,11 +21,11 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold, StratifiedKFold
 
 from probes.base import Probe, data_hash
 from probes.errors import ProbeError
 from probes.registry import register_loadable
+from probes.selection import n_groups, splits
 from probes.validation import as_labels
 
 COMBINES = ("stack", "concat")
@@ -149,16 +149,11 @@ class MultiLayerProbe(Probe):
 
     def _out_of_fold_scores(self, Z: np.ndarray, y: np.ndarray, groups: Sequence[Any] | None) -> np.ndarray:
         oof = np.zeros((Z.shape[0], Z.shape[1]))
-        if groups is not None:
-            keys = np.asarray([str(g) for g in groups])
-            splitter = GroupKFold(n_splits=min(self.folds, len(np.unique(keys))))
-            splits = splitter.split(Z, y, keys)
-        else:
-            k = min(self.folds, int(np.bincount(y).min()))
-            if k < 2:
-                raise ProbeError("Stacking needs at least 2 examples of each class; use combine='concat' or more data.")
-            splits = StratifiedKFold(n_splits=k, shuffle=True, random_state=self.seed).split(Z[:, 0], y)
-        for train, test in splits:
+        k = min(self.folds, int(np.bincount(y).min()), n_groups(groups) if groups is not None else self.folds)
+        if k < 2:
+            raise ProbeError("Stacking needs at least 2 inner folds with both classes; use combine='concat' or more data.")
+        folds = splits(y, kfold=k, seed=self.seed, groups=groups)
+        for train, test in folds:
             if len(np.unique(y[train])) < 2:
                 raise ProbeError("An inner fold holds one class only; give more groups or use combine='concat'.")
             W, B = self._per_layer_fit(Z[train], y[train])

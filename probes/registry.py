@@ -12,7 +12,7 @@ from typing import Any
 from probes.errors import ProbeError
 
 # The order sweeps, tables and plots list methods in; a method not named here comes after, in registration order.
-ORDER = ("lr", "mass-mean", "mass-mean-iid", "lat", "lat-random", "ccs", "pca", "random")
+ORDER = ("lr", "mass-mean", "mass-mean-iid", "ttpd", "lat", "lat-random", "ccs", "pca", "random")
 SUPERVISED = ("lr", "mass-mean", "mass-mean-iid")
 
 REGISTRY: dict[str, type] = {}  # saved ``method`` name -> probe class (what ``load`` reads)

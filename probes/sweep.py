@@ -1,8 +1,9 @@
-"""Every method on every layer (``sweep``) and every dataset against every other (``generalization``)."""
+"""Every method on every layer (``sweep``); every dataset against every other is probes.generalization."""
 
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 from dataclasses import dataclass, field
@@ -11,19 +12,21 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from probes.base import _jsonable
 from probes.errors import ProbeError
 from probes.metrics import accuracy, auroc, bootstrap_ci, evaluate
 from probes.registry import METHODS, is_paired, make_probe
+from probes.selection import inner_split, select_layer, splits
 from probes.validation import as_labels
 
 Progress = Callable[[int, int, str], None]  # (done, total, what) -> None
 
 COLUMNS = ("method", "layer", "fold", "input", "accuracy", "auroc", "ece", "accuracy_lo", "accuracy_hi",
            "accuracy_single", "auroc_single", "n_train", "n_test", "val_accuracy", "n_val")
-BASELINES = ("random", "lat-random")  # methods that measure what a direction without truth scores, layer by layer
+BASELINES = ("random", "lat-random")
+MULTI_LAYER = "multi-layer"  # fits every captured layer at once (probes.multilayer); not a per-layer method
+ALL_LAYERS = -1  # the "layer" of a headline that reads every layer  # methods that measure what a direction without truth scores, layer by layer
 
 
 def _as_stack(a: Any, name: str) -> torch.Tensor:
@@ -33,45 +36,8 @@ def _as_stack(a: Any, name: str) -> torch.Tensor:
     return t.to(torch.float32)
 
 
-def splits(y: np.ndarray, test_size: float = 0.25, kfold: int | None = None, seed: int = 0,
-           groups: Sequence[Any] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified (train, test) index pairs: one split, or k folds when ``kfold`` is set.
-
-    ``groups`` (one key per example, e.g. the city a statement is about) keeps every group on one
-    side of each split. Data built in pairs (a true and a false statement about the same city) needs
-    it: split at random, a test statement's near-identical partner sits in the training set with the
-    opposite label, and a probe that keys on the subject scores *below* chance.
-    """
-    idx = np.arange(len(y))
-    if groups is not None:
-        groups = np.asarray(groups)
-        if len(groups) != len(y):
-            raise ProbeError(f"groups has {len(groups)} entries but there are {len(y)} examples; pass one group key per example.")
-        n_groups = len(np.unique(groups))
-        k = kfold or max(2, round(1 / test_size))
-        if n_groups < k:
-            raise ProbeError(f"Only {n_groups} distinct groups; a grouped split into {k} parts needs at least {k}.")
-        folds = [(np.sort(tr), np.sort(te)) for tr, te in
-                 StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(idx, y, groups)]
-        return folds if kfold else folds[:1]
-    if kfold:
-        if np.bincount(y).min() < kfold:
-            raise ProbeError(f"kfold={kfold} needs at least {kfold} examples of each class; use fewer folds.")
-        return [(tr, te) for tr, te in StratifiedKFold(kfold, shuffle=True, random_state=seed).split(idx, y)]
-    tr, te = train_test_split(idx, test_size=test_size, stratify=y, random_state=seed)
-    return [(np.sort(tr), np.sort(te))]
-
-
-def inner_split(y: np.ndarray, train: np.ndarray, seed: int = 0, groups: Sequence[Any] | None = None,
-                val_size: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
-    """Split training indices into (fit, validation) parts: stratified, grouped when ``groups`` is given."""
-    g = None if groups is None else np.asarray(groups)[train]
-    fit, val = splits(np.asarray(y)[train], val_size, None, seed + 1, g)[0]
-    return train[fit], train[val]
-
-
 def _choose(val: dict[int, float]) -> int:
-    return max(val, key=lambda layer: (val[layer], -layer))
+    return select_layer(val).layer
 
 
 @dataclass
@@ -155,7 +121,8 @@ class SweepResult:
             h = self.headline(m)
             ci = f" [{h['accuracy_lo']:.3f}, {h['accuracy_hi']:.3f}]" if h.get("accuracy_lo") is not None else ""
             val = f" (val {h['val_accuracy']:.3f})" if h.get("val_accuracy") is not None else ""
-            lines.append(f"  {m:<14} best layer {h['layer']:>3}{val}  test accuracy {h['accuracy']:.3f}{ci}  n={h.get('n_test')}")
+            where = "all layers" if h["layer"] == ALL_LAYERS else f"best layer {h['layer']:>3}"
+            lines.append(f"  {m:<14} {where}{val}  test accuracy {h['accuracy']:.3f}{ci}  n={h.get('n_test')}")
         return "\n".join(lines)
 
     def plot(self, path: str | Path, metric: str = "accuracy") -> Path:
@@ -201,7 +168,8 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
           pairs: tuple[Any, Any] | None = None, test_size: float = 0.25, kfold: int | None = None, seed: int = 0,
           params: dict[str, dict[str, Any]] | None = None, n_boot: int = 200,
           progress: Progress | None = None, title: str | None = None, groups: Sequence[Any] | None = None,
-          val_size: float = 0.25, layer_intervals: bool = False, batch_layers: bool = True) -> SweepResult:
+          val_size: float = 0.25, layer_intervals: bool = False, batch_layers: bool = True,
+          side: dict[str, Any] | None = None) -> SweepResult:
     """Fit and test every method on every layer.
 
     ``acts`` [n, L, d]: one activation per statement (``None`` if only contrast methods run);
@@ -215,6 +183,8 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
     headline is the test accuracy at that layer with a ``n_boot``-resample 95% interval. The test folds
     never choose anything. ``layer_intervals`` adds an interval to every (method, layer, fold) row;
     ``batch_layers=False`` fits layer by layer (the reference the batched programs are tested against).
+    ``side``: per-example extras for probes that take them (TTPD: ``polarity``, and ``groups`` = topic).
+    Method ``multi-layer`` reads every layer at once: one headline row (layer -1 = all layers), no per-layer rows.
     """
     A = None if acts is None else _as_stack(acts, "acts")
     P = None if pairs is None else (_as_stack(pairs[0], "pairs[0]"), _as_stack(pairs[1], "pairs[1]"))
@@ -230,21 +200,31 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
         raise ProbeError(f"layers names {len(layer_ids)} layers but the activations hold {L}; pass one layer number per slice.")
     if methods is None:
         methods = [m for m in METHODS if (is_paired(m) and P is not None) or (not is_paired(m) and A is not None)]
+        methods = [m for m in methods if m != "ttpd" or "polarity" in (side or {})]
     methods = list(methods)
     for m in methods:
+        if m == MULTI_LAYER:
+            if A is None:
+                raise ProbeError("Method 'multi-layer' reads one activation per statement at every layer; pass acts.")
+            continue
         if is_paired(m) and P is None:
             raise ProbeError(f"Method {m!r} needs contrast pairs; pass pairs=(acts_pos, acts_neg) or drop it.")
         if not is_paired(m) and A is None:
             raise ProbeError(f"Method {m!r} needs one activation per statement; pass acts or drop it.")
     params = params or {}
+    side = {k: np.asarray(v) for k, v in (side or {}).items()}
+    for key, values in side.items():
+        if len(values) != n:
+            raise ProbeError(f"{key} has {len(values)} entries but there are {n} examples; pass one per example.")
+    multi = MULTI_LAYER in methods
+    methods = [m for m in methods if m != MULTI_LAYER]
     folds = splits(labels, test_size, kfold, seed, groups)
     inner = [inner_split(labels, tr, seed, groups, val_size) for tr, _ in folds]
     total, done = len(methods) * L * len(folds), 0
     rows: list[dict[str, Any]] = []
-    test_p = {m: np.full((L, n), np.nan) for m in methods}  # each example's test P(true), from the fold that held it out
     for fi, ((_, te), (fit, val)) in enumerate(zip(folds, inner)):
         for m in methods:
-            fitted = fit_layers(m, params.get(m, {}), seed, A, P, labels, fit, batch_layers)
+            fitted = fit_layers(m, params.get(m, {}), seed, A, P, labels, fit, batch_layers, side)
             for li, (layer, probe) in enumerate(zip(layer_ids, fitted)):
                 row: dict[str, Any] = {"method": m, "layer": layer, "fold": fi, "n_train": len(fit), "n_val": len(val),
                                        "n_test": len(te)}
@@ -264,40 +244,80 @@ def sweep(acts: Any, y: Any, layers: Sequence[int] | None = None, methods: Seque
                 row["val_accuracy"] = accuracy(labels[val], np.asarray(pv, dtype=np.float64))
                 if layer_intervals and n_boot:
                     row["accuracy_lo"], row["accuracy_hi"] = bootstrap_ci(accuracy, labels[te], p, n_boot, seed=seed)
-                test_p[m][li, te] = p
                 rows.append(row)
                 done += 1
                 if progress is not None:
                     progress(done, total, f"{m} layer {layer}")
     order = {m: i for i, m in enumerate(methods)}
     rows.sort(key=lambda r: (layer_ids.index(r["layer"]), r["fold"], order[r["method"]]))
-    selection = {m: _select(rows, m, layer_ids, folds, labels, test_p[m], n_boot, seed) for m in methods}
+    def refit(m: str) -> Callable[[int, int], np.ndarray]:
+        def run(fi: int, layer: int) -> np.ndarray:
+            tr, te = folds[fi]
+            li = layer_ids.index(layer)
+            A1 = None if A is None else A[:, li:li + 1]
+            P1 = None if P is None else (P[0][:, li:li + 1], P[1][:, li:li + 1])
+            probe = fit_layers(m, params.get(m, {}), seed, A1, P1, labels, tr, False, side)[0]
+            p = probe.predict_proba_pairs(P1[0][te, 0], P1[1][te, 0]) if probe.paired else probe.predict_proba(A1[te, 0])
+            return np.asarray(p, dtype=np.float64)
+        return run
+
+    selection = {m: _select(rows, m, layer_ids, folds, labels, refit(m), n_boot, seed) for m in methods}
+    if multi:
+        selection[MULTI_LAYER] = _multi_layer(A, labels, layer_ids, folds, params.get(MULTI_LAYER, {}), seed, n_boot,
+                                              groups)
+        methods = [*methods, MULTI_LAYER]
     chance = float(max(labels.mean(), 1 - labels.mean()))
     config = {"n": n, "d_model": d, "seed": seed, "batch_layers": batch_layers, "test_size": None if kfold else test_size, "kfold": kfold,
               "grouped": groups is not None, "params": params, "n_boot": n_boot, "val_size": val_size,
               "layer_choice": "per outer fold, the best validation accuracy on an inner split of its training part "
-                              "(probes fit on the rest); the headline pools each fold's test predictions at its chosen layer"}
+                              "(probes fit on the rest); the headline refits each fold's chosen layer on the fold's "
+                              "whole training part and pools the test predictions"}
     return SweepResult(rows, methods, layer_ids, chance, _jsonable(config), title, _jsonable(selection))
 
 
 def fit_layers(method: str, params: dict[str, Any], seed: int, A: torch.Tensor | None,
                P: tuple[torch.Tensor, torch.Tensor] | None, labels: np.ndarray, idx: np.ndarray,
-               batched: bool = True) -> list[Any]:
-    """One fitted ``method`` probe per layer on the rows ``idx``: one batched program where the method has one."""
+               batched: bool = True, side: dict[str, np.ndarray] | None = None) -> list[Any]:
+    """One fitted ``method`` probe per layer on the rows ``idx``: one batched program where the method has one.
+    ``side``: per-example extras (TTPD's ``polarity`` and topic ``groups``) handed to probes whose ``fit`` takes them."""
     probe = make_probe(method, seed=seed, **params)
     stacked = (P[0][idx], P[1][idx]) if probe.paired else (A[idx],)
-    if batched and hasattr(probe, "fit_layers") and getattr(probe, "batched", True):
+    takes = inspect.signature(probe.fit).parameters
+    extra = {k: v[idx] for k, v in (side or {}).items() if k in takes}
+    if batched and not extra and hasattr(probe, "fit_layers") and getattr(probe, "batched", True):
         return probe.fit_layers(*stacked, labels[idx])
     fitted = []
     for li in range(stacked[0].shape[1]):
         one = make_probe(method, seed=seed, **params)
-        fitted.append(one.fit(*[x[:, li] for x in stacked], labels[idx]))
+        fitted.append(one.fit(*[x[:, li] for x in stacked], labels[idx], **extra))
     return fitted
 
 
+def _multi_layer(A: torch.Tensor, labels: np.ndarray, layer_ids: list[int], folds: list, params: dict[str, Any],
+                 seed: int, n_boot: int, groups: Sequence[Any] | None) -> dict[str, Any]:
+    """The multi-layer probe on every captured layer at once, per outer fold; its test predictions pooled."""
+    from probes.multilayer import MultiLayerProbe
+
+    keys = None if groups is None else np.asarray([str(g) for g in groups])
+    idx, p = [], []
+    for tr, te in folds:
+        probe = MultiLayerProbe(layers=layer_ids, seed=seed, **params)
+        probe.fit(A[tr], labels[tr], groups=None if keys is None else keys[tr])
+        idx.append(te)
+        p.append(np.asarray(probe.predict_proba(A[te]), dtype=np.float64))
+    index, pooled = np.concatenate(idx), np.concatenate(p)
+    out = {"layer": ALL_LAYERS, "fold_layers": [ALL_LAYERS] * len(folds), "val_accuracy": None,
+           "accuracy": accuracy(labels[index], pooled), "auroc": auroc(labels[index], pooled), "accuracy_lo": None,
+           "accuracy_hi": None, "n_test": int(len(index)), "n_boot": n_boot, "chosen_on": "none (every layer)"}
+    if n_boot:
+        out["accuracy_lo"], out["accuracy_hi"] = bootstrap_ci(accuracy, labels[index], pooled, n_boot, seed=seed)
+    return out
+
+
 def _select(rows: list[dict[str, Any]], method: str, layer_ids: list[int], folds: list, labels: np.ndarray,
-            test_p: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
-    """Per fold the layer with the best validation accuracy; the test predictions at those layers, pooled."""
+            refit: Callable[[int, int], np.ndarray], n_boot: int, seed: int) -> dict[str, Any]:
+    """Per fold the layer with the best validation accuracy, refitted on the fold's whole training part (fit and
+    validation together, as scikit-learn's cross-validation would fit it); its test predictions, pooled."""
     chosen = []
     pooled_idx, pooled_p = [], []
     for fi, (_, te) in enumerate(folds):
@@ -305,7 +325,7 @@ def _select(rows: list[dict[str, Any]], method: str, layer_ids: list[int], folds
         layer = _choose(val)
         chosen.append(layer)
         pooled_idx.append(te)
-        pooled_p.append(test_p[layer_ids.index(layer), te])
+        pooled_p.append(refit(fi, layer))
     idx, p = np.concatenate(pooled_idx), np.concatenate(pooled_p)
     counts = {layer: chosen.count(layer) for layer in chosen}
     mean_val = {layer: float(np.mean([r["val_accuracy"] for r in rows if r["method"] == method and r["layer"] == layer]))
@@ -313,75 +333,7 @@ def _select(rows: list[dict[str, Any]], method: str, layer_ids: list[int], folds
     layer = max(counts, key=lambda c: (counts[c], mean_val[c], -c))
     out = {"layer": layer, "fold_layers": chosen, "val_accuracy": mean_val[layer], "accuracy": accuracy(labels[idx], p),
            "auroc": auroc(labels[idx], p), "accuracy_lo": None, "accuracy_hi": None, "n_test": int(len(idx)),
-           "n_boot": n_boot, "chosen_on": "validation"}
+           "n_boot": n_boot, "chosen_on": "validation", "refit": "chosen layer refitted on each fold's training part"}
     if n_boot:
         out["accuracy_lo"], out["accuracy_hi"] = bootstrap_ci(accuracy, labels[idx], p, n_boot, seed=seed)
     return out
-
-
-@dataclass
-class GeneralizationResult:
-    """Train on dataset i (its train split), test on dataset j (its test split): ``accuracy[i][j]``."""
-
-    names: list[str]
-    method: str
-    accuracy: list[list[float]]
-    auroc: list[list[float]]
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        """The accuracy matrix as text."""
-        w = max(len(n) for n in self.names) + 2
-        head = " " * w + "".join(f"{n[:10]:>11}" for n in self.names)
-        body = [f"{a:<{w}}" + "".join(f"{v:>11.3f}" for v in row) for a, row in zip(self.names, self.accuracy)]
-        return "\n".join([f"{self.method}: rows = trained on, columns = tested on (accuracy)", head, *body])
-
-    def plot(self, path: str | Path, metric: str = "accuracy") -> Path:
-        """Heatmap of the matrix."""
-        from probes.plots import plot_generalization
-
-        return plot_generalization(self, path, metric)
-
-    def save(self, directory: str | Path, plot: bool = True) -> dict[str, Path]:
-        """Write generalization.json (and generalization.png)."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        paths = {"json": d / "generalization.json"}
-        paths["json"].write_text(json.dumps(_jsonable(self.__dict__), indent=1) + "\n")
-        if plot:
-            paths["png"] = self.plot(d / "generalization.png")
-        return paths
-
-
-def generalization(datasets: dict[str, tuple], method: str, test_size: float = 0.5, seed: int = 0,
-                   params: dict[str, Any] | None = None) -> GeneralizationResult:
-    """For each dataset A and B: fit ``method`` on A's train split, evaluate on B's test split.
-
-    Each value is ``(X, y)`` for single-activation methods or ``(X_pos, X_neg, y)`` for contrast methods.
-    """
-    if len(datasets) < 1:
-        raise ProbeError("Pass at least one dataset to generalization().")
-    paired = is_paired(method)
-    prepared = {}
-    for name, value in datasets.items():
-        if len(value) != (3 if paired else 2):
-            raise ProbeError(f"Dataset {name!r} must be {'(X_pos, X_neg, y)' if paired else '(X, y)'} for method {method!r}.")
-        arrays = [v if torch.is_tensor(v) else torch.from_numpy(np.asarray(v, dtype=np.float32)) for v in value[:-1]]
-        labels = as_labels(value[-1], arrays[0].shape[0])
-        tr, te = splits(labels, test_size, None, seed)[0]
-        prepared[name] = (arrays, labels, tr, te)
-    names = list(prepared)
-    acc = [[float("nan")] * len(names) for _ in names]
-    auc = [[float("nan")] * len(names) for _ in names]
-    for i, a in enumerate(names):
-        arrays, labels, tr, _ = prepared[a]
-        probe = make_probe(method, seed=seed, **(params or {}))
-        probe.fit(*[x[tr] for x in arrays], labels[tr])
-        for j, b in enumerate(names):
-            arrays_b, labels_b, _, te = prepared[b]
-            test = [x[te] for x in arrays_b]
-            p = probe.predict_proba_pairs(*test) if paired else probe.predict_proba(test[0])
-            m = evaluate(labels_b[te], p)
-            acc[i][j], auc[i][j] = m["accuracy"], m["auroc"]
-    sizes = {name: int(len(prepared[name][1])) for name in names}
-    return GeneralizationResult(names, method, acc, auc, {"test_size": test_size, "seed": seed, "params": params or {}, "n": sizes})

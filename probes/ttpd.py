@@ -13,9 +13,10 @@ one. TTPD estimates both by least squares, learns a polarity direction from the 
 classifies with logistic regression on the 2-D projection (onto ``t_G`` and the polarity direction), so
 that statements of either polarity can be scored without knowing their polarity.
 
-This implementation is liedetect's own. It stays a linear read-out in raw residual space, like every
-probe here: ``coef_ = w_G * t_G_hat + w_P * p_hat`` and ``direction_ = t_G_hat`` (the general truth
-direction, which is what steering and scoring consume).
+This implementation is liedetect's own, written from the paper and checked against its code
+(sciai-lab/Truth_is_Universal, ``probes.py``: ``TTPD.from_data``) on the same activations. It stays a linear
+read-out in raw residual space, like every probe here: ``coef_ = w_G * t_G + w_P * p`` and
+``direction_ = t_G_hat`` (the general truth direction, which is what steering and scoring consume).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 
 from probes.base import Probe, data_hash
 from probes.errors import ProbeError
-from probes.registry import register_loadable
+from probes.registry import register
 from probes.validation import as_labels, as_matrix
 
 POLARITY_NAMES = {"affirmative": 1, "aff": 1, "positive": 1, "negated": 0, "neg": 0, "negative": 0}
@@ -81,27 +82,36 @@ def truth_directions(Zc: np.ndarray, labels: np.ndarray, polarity: np.ndarray | 
     return coef[0], (coef[1] if coef.shape[0] > 1 else None)
 
 
-def _lr(features: np.ndarray, y: np.ndarray, C: float) -> LogisticRegression:
+def _lr(features: np.ndarray, y: np.ndarray, C: float | None) -> LogisticRegression:
+    """The paper's read-outs: ``LogisticRegression(penalty=None)`` with scikit-learn's other defaults (C=None);
+    an L2 penalty of strength 1/C otherwise."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if C is None:
+            return LogisticRegression(penalty=None, fit_intercept=True).fit(features, y)
         return LogisticRegression(C=C, max_iter=2000).fit(features, y)
 
 
-@register_loadable
+@register
 class TTPDProbe(Probe):
-    """Truth and polarity directions (TTPD): ``fit(X, y, polarity=..., groups=...)``.
+    """Truth and polarity directions (TTPD), as the paper's code fits it: ``fit(X, y, polarity=..., groups=...)``.
 
-    ``polarity``: per statement, 1/'affirmative' or 0/-1/'negated'; without it (or with one polarity
-    only) the probe reduces to ``t_G`` alone and says so in ``fit_info_``. ``groups``: the topic of
-    each statement (e.g. the dataset it came from, cities and neg_cities being two topics); each topic
-    is centred on its own mean before ``t_G``/``t_P`` are estimated, as in the paper.
-    ``C``: inverse L2 strength of the 2-D logistic regressions (polarity and truth).
+    1. Each topic (``groups``: the set a statement came from, cities and neg_cities being two topics) is centred
+       on its own mean, and ``t_G``, ``t_P`` are the least-squares solution of ``x_c = tau t_G + tau p t_P``.
+    2. The polarity direction is the weight vector of a logistic regression of polarity on the raw activations.
+    3. Truth is a logistic regression on the 2-D projection of the raw activations onto ``t_G`` and the polarity
+       direction, so the polarity feature can move the decision (checked against the paper's code in
+       tests/test_probes_ttpd.py; ``fit_info_["weights_tG_polarity"]`` shows both weights).
+
+    ``polarity``: per statement, 1/'affirmative' or 0/-1/'negated'; without it (or with one polarity only) the
+    probe reduces to ``t_G`` alone and says so in ``fit_info_``. ``C=None`` (default): the paper's unpenalised
+    read-outs; a number: L2 read-outs of that strength.
     """
 
     method = "ttpd"
     extra_tensors: ClassVar[tuple[str, ...]] = ("t_G_", "t_P_", "polarity_direction_", "train_mean_")
 
-    def __init__(self, C: float = 1.0, seed: int = 0) -> None:
+    def __init__(self, C: float | None = None, seed: int = 0) -> None:
         self.C = C
         self.seed = seed
 
@@ -112,36 +122,31 @@ class TTPDProbe(Probe):
         pol = None if polarity is None else as_polarity(polarity, Xt.shape[0])
         Z = Xt.numpy().astype(np.float64)
         t_G, t_P = truth_directions(centre_by_group(Z, groups), labels, pol)
-        g_hat = t_G / np.linalg.norm(t_G)
-        info: dict[str, Any] = {"t_G_norm": float(np.linalg.norm(t_G)), "C": self.C}
+        info: dict[str, Any] = {"t_G_norm": float(np.linalg.norm(t_G)), "C": self.C,
+                                "readout": "unpenalised" if self.C is None else f"L2, C={self.C}"}
+        raw = Xt.numpy()  # float32, as the paper's code hands its activations to scikit-learn
         if pol is not None and len(np.unique(pol)) == 2:
-            # the polarity direction is learned on raw activations: per-topic centring would remove it
-            # whenever a topic holds one polarity only (cities vs neg_cities)
-            scale = float(np.sqrt(((Z - Z.mean(0)) ** 2).mean())) or 1.0
-            p_model = _lr((Z - Z.mean(0)) / scale, pol, self.C)
-            p = p_model.coef_[0] / np.linalg.norm(p_model.coef_[0])
-            info["polarity_train_accuracy"] = float((p_model.predict((Z - Z.mean(0)) / scale) == pol).mean())
+            p_model = _lr(raw, pol, self.C)
+            p = p_model.coef_[0].astype(np.float64)
+            info["polarity_train_accuracy"] = float((p_model.predict(raw) == pol).mean())
             info["cos_tG_tP"] = float(t_G @ t_P / (np.linalg.norm(t_G) * np.linalg.norm(t_P)))
-            basis = np.stack([g_hat, p], axis=1)
+            basis = np.stack([t_G, p], axis=1)
             info["polarity"] = "both"
         else:
-            p, basis = None, g_hat[:, None]
+            p, basis = None, t_G[:, None]
             info["polarity"] = "one polarity only: t_P and the polarity direction were not estimated"
-        # the t_G feature is read from topic-centred activations (plus the overall mean), so that the
-        # topics' own offsets along t_G do not set the threshold; the polarity feature stays raw
         feats = Z @ basis
-        feats[:, 0] = (centre_by_group(Z, groups) + Z.mean(0)) @ g_hat
-        mu, sd = feats.mean(0), feats.std(0)
-        sd = np.where(sd > 0, sd, 1.0)
-        model = _lr((feats - mu) / sd, labels, self.C)
-        w = model.coef_[0] / sd
-        b = float(model.intercept_[0] - (w * mu).sum())
+        model = _lr(feats, labels, self.C)
+        w = model.coef_[0].astype(np.float64)
+        b = float(model.intercept_[0])
         coef = basis @ w
-        info["train_accuracy"] = float((((feats @ w + b) >= 0).astype(int) == labels).mean())  # topics centred
-        info["weights_tG_polarity"] = [float(v) for v in w]
+        info["train_accuracy"] = float((((feats @ w + b) >= 0).astype(int) == labels).mean())
+        # each weight times its feature's spread: how much each feature moves the logit
+        info["weights_tG_polarity"] = [float(v) for v in w * feats.std(0)]
+        g_hat = t_G / np.linalg.norm(t_G)
         self.t_G_ = torch.from_numpy(t_G).to(torch.float32)
         self.t_P_ = None if t_P is None else torch.from_numpy(t_P).to(torch.float32)
-        self.polarity_direction_ = None if p is None else torch.from_numpy(p).to(torch.float32)
+        self.polarity_direction_ = None if p is None else torch.from_numpy(p / np.linalg.norm(p)).to(torch.float32)
         self.train_mean_ = torch.from_numpy(Z.mean(0)).to(torch.float32)
         self._set_fitted(torch.from_numpy(g_hat), torch.from_numpy(coef), b, mean=None, std=None,
                          train_hash=data_hash(Xt, labels, pol), n_train=len(labels), info=info)

@@ -156,6 +156,29 @@ def test_package_never_names_the_shared_folder():
     assert files_containing(r"\.\./shared|[\"']shared[\"']") == []
 
 
+def tree_files_containing(pattern: str) -> List[str]:
+    """Like files_containing, over the packages, cli.py, experiments/ and benchmarks/."""
+    scripts = [*(ROOT / "experiments").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]
+    found = files_containing(pattern)
+    found += [str(p.relative_to(ROOT)) for p in scripts if re.search(pattern, p.read_text())]
+    return sorted(found)
+
+
+# an outside reference on purpose: plain scikit-learn cross-validation beside liedetect's numbers
+REFERENCE_SCRIPTS = ["experiments/minilm_sweep.py"]
+
+
+def test_one_evaluation_core():
+    # one layer selection, one group-aware splitter, one choice of C: probes/selection.py
+    assert tree_files_containing(r"def select_layer\b") == ["probes/selection.py"]
+    assert tree_files_containing(r"def (choose_C|splits|inner_split|holdout_groups)\b") == ["probes/selection.py"]
+    splitters = r"StratifiedGroupKFold|GroupKFold|StratifiedKFold|train_test_split|GroupShuffleSplit|\bKFold\("
+    assert tree_files_containing(splitters) == sorted(["probes/selection.py", *REFERENCE_SCRIPTS])
+    # choosing a layer by hand: max over layers by a score, or an argmax of per-layer accuracies
+    by_hand = r"max\(\w*layers?\w*, key=|argmax\(\w*acc|max\(by_layer|max\(val_auc"
+    assert tree_files_containing(by_hand) == []
+
+
 if __name__ == "__main__":
     graph = import_graph()
     found = cycles(graph)

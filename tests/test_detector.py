@@ -26,8 +26,9 @@ def detector(organism_model, chats):
 
 
 def test_layer_is_chosen_on_validation_and_recorded(detector):
-    by_layer = detector.training["validation_auroc_by_layer"]
-    assert set(by_layer) == {"0", "1", "2", "3", "4"}
+    selection = detector.training["selection"]
+    by_layer = selection["validation"]
+    assert set(by_layer) == {"0", "1", "2", "3", "4"} and selection["layer"] == detector.layer
     assert detector.layer == max(range(5), key=lambda l: (by_layer[str(l)], -l))
     assert detector.fmt == "text" and detector.model_id == "organism|L5|d128" and detector.model_spec == "organism"
 

@@ -36,21 +36,39 @@ def test_planted_data_has_a_dominant_distractor(clouds):
     assert abs(cos(clouds.truth, clouds.distractor)) < 1e-6
 
 
-@pytest.mark.parametrize("method", ["lr", "mass-mean", "mass-mean-iid"])
-def test_supervised_methods_recover_the_planted_direction(clouds, method):
-    probe = probes.make_probe(method).fit(clouds.X, clouds.y)
-    assert cos(probe.direction_, clouds.truth) >= 0.99
+@pytest.mark.parametrize("method, params, min_cos", [("lr", {"C": None, "standardize": "scalar"}, 0.99),
+                                                     ("lr", {}, 0.90),
+                                                     ("mass-mean", {}, 0.99), ("mass-mean-iid", {}, 0.99)])
+def test_supervised_methods_recover_the_planted_direction(clouds, method, params, min_cos):
+    # lr at C=1 on z-scored features (the scikit-learn baseline, our default) fits 256 weights on 1,000 points and
+    # keeps some noise (cosine 0.93 measured); for a steering direction, choose C on folds with one global scale
+    # (the penalty then treats every residual direction alike) and it regularises down to the planted direction
+    probe = probes.make_probe(method, **params).fit(clouds.X, clouds.y)
+    assert cos(probe.direction_, clouds.truth) >= min_cos
     assert float(probe.direction_.norm()) == pytest.approx(1.0, abs=1e-5)
     held = planted_clouds(n=1000, d=256, signal=3.0, distractor_std=8.0, seed=0, sample_seed=1)
     assert probe.score(held.X, held.y) > 0.97
 
 
-def test_lr_chooses_C_by_cross_validation_unless_given(clouds):
-    chosen = probes.LogisticProbe().fit(clouds.X[:800], clouds.y[:800])
-    assert chosen.fit_info_["C_chosen_by"].startswith("5-fold CV")
-    assert chosen.fit_info_["C"] in chosen.Cs
-    given = probes.LogisticProbe(C=0.5).fit(clouds.X[:800], clouds.y[:800])
-    assert given.fit_info_["C"] == 0.5 and given.fit_info_["C_chosen_by"] == "given"
+def test_lr_default_is_sklearn_and_C_is_chosen_on_grouped_folds_when_asked(clouds):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = clouds.X[:800].numpy(), np.asarray(clouds.y[:800])
+    ours = probes.LogisticProbe().fit(X, y)
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)).fit(X, y)
+    held = planted_clouds(n=1000, d=256, signal=3.0, distractor_std=8.0, seed=0, sample_seed=1)
+    ours_p = ours.predict_proba(held.X).numpy()
+    ref_p = ref.predict_proba(held.X.numpy())[:, 1]
+    assert np.abs(ours_p - ref_p).max() < 1e-3
+    assert ours.fit_info_["C"] == 1.0 and ours.fit_info_["C_choice"]["chosen_by"] == "given"
+    groups = np.arange(800) // 40  # 20 groups
+    chosen = probes.LogisticProbe(C=None).fit(X, y, groups=groups)
+    record = chosen.fit_info_["C_choice"]
+    assert record["grouped"] is True and record["folds"] == 5 and chosen.fit_info_["C"] in chosen.Cs
+    assert record["chosen_by"] == "5-fold CV accuracy (grouped)"
+    assert record["cv_accuracy"][str(chosen.fit_info_["C"])] == max(record["cv_accuracy"].values())
 
 
 def test_mass_mean_iid_keeps_the_direction_but_classifies_better():

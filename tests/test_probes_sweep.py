@@ -11,7 +11,9 @@ import torch
 from probes import ProbeError
 from probes.metrics import accuracy, auroc, bootstrap_ci, ece, evaluate
 from probes.plots import plot_projection, projection_coordinates
-from probes.sweep import SweepResult, generalization, splits, sweep
+from probes.selection import splits
+from probes.generalization import generalization
+from probes.sweep import SweepResult, sweep
 from probes.synthetic import planted_pairs
 
 FAST = {"ccs": {"n_steps": 150, "n_restarts": 3}}

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from probes.sweep import SweepResult, inner_split, splits, sweep
+from probes.registry import make_probe
+from probes.selection import inner_split, splits
+from probes.sweep import SweepResult, sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,7 +38,10 @@ def test_the_reported_layer_is_the_validation_choice_not_the_test_best():
         assert res.best_layer(m) == 4
         head = res.headline(m)
         assert head["layer"] == 4 and head["n_test"] == len(te) == 100
-        assert head["accuracy"] == pytest.approx(table[4]["accuracy"])  # the chosen layer's own test score
+        # the chosen layer, refitted on the whole training part (fit + validation), scored on the test part
+        tr = np.setdiff1d(np.arange(len(y)), te)
+        refit = make_probe(m, seed=0).fit(acts[tr, 0], y[tr]).score(acts[te, 0], y[te])
+        assert head["accuracy"] == pytest.approx(refit)
         assert head["accuracy_lo"] < head["accuracy"] < head["accuracy_hi"]
         assert head["accuracy_hi"] - head["accuracy_lo"] > 0.05  # 100 test statements cannot pin accuracy to 5 points
     method, layer, acc = res.best()

@@ -19,7 +19,8 @@ def sweep_layer_table(result: "SweepResult", title: str, max_wide: int = 6) -> T
     from rich import box
 
     acc = {(r["method"], r["layer"]): r["accuracy"] for r in result.table()}
-    chosen = {m: result.best_layer(m) for m in result.methods}
+    methods = [m for m in result.methods if any(r["method"] == m for r in result.rows)]  # multi-layer has no rows
+    chosen = {m: result.best_layer(m) for m in methods}
 
     def cell(m: str, layer: int) -> str:
         v = acc.get((m, layer))
@@ -28,15 +29,15 @@ def sweep_layer_table(result: "SweepResult", title: str, max_wide: int = 6) -> T
     table = Table(title=title, box=box.SIMPLE_HEAD, caption="* layer chosen on validation data; random = baseline per layer")
     if len(result.layers) > max_wide:
         table.add_column("layer", justify="right", no_wrap=True)
-        for m in result.methods:
+        for m in methods:
             table.add_column(_header(m), justify="right", no_wrap=True, min_width=6)
         for layer in result.layers:
-            table.add_row(str(layer), *[cell(m, layer) for m in result.methods])
+            table.add_row(str(layer), *[cell(m, layer) for m in methods])
     else:
         table.add_column("method", no_wrap=True)
         for layer in result.layers:
             table.add_column(f"L{layer}", justify="right", no_wrap=True, min_width=6)
-        for m in result.methods:
+        for m in methods:
             table.add_row(m, *[cell(m, layer) for layer in result.layers])
     return table
 
@@ -52,5 +53,5 @@ def sweep_choice_table(result: "SweepResult") -> Table:
         h = result.headline(m)
         ci = "-" if h.get("accuracy_lo") is None else f"{h['accuracy_lo']:.3f}-{h['accuracy_hi']:.3f}"
         val = "-" if h.get("val_accuracy") is None else f"{h['val_accuracy']:.3f}"
-        table.add_row(m, str(h["layer"]), val, f"{h['accuracy']:.3f}", ci, str(h.get("n_test")))
+        table.add_row(m, "all" if h["layer"] == -1 else str(h["layer"]), val, f"{h['accuracy']:.3f}", ci, str(h.get("n_test")))
     return table

@@ -272,9 +272,11 @@ def is_validation(fact_id: str, seed: int = 0) -> bool:
 
 def validation_layer(lie: np.ndarray, val: np.ndarray, by_layer: Dict[int, np.ndarray]) -> Tuple[Dict[int, float], int]:
     """({layer: AUROC of lies vs true answers on the validation facts `val`}, the layer where it is highest)."""
+    from probes.selection import select_layer
+
     both_kinds = lie[val].any() and (~lie[val]).any()
     aucs = {layer: auroc(lie[val].astype(int), s[val]) if both_kinds else float("nan") for layer, s in by_layer.items()}
-    return aucs, max(aucs, key=lambda k: -1.0 if np.isnan(aucs[k]) else aucs[k])
+    return aucs, select_layer(aucs, "AUROC").layer
 
 
 def metrics(control: np.ndarray, neg: np.ndarray, pos: np.ndarray, n_boot: int = 1000, seed: int = 0) -> Dict[str, float]:
