@@ -405,6 +405,15 @@ def test_good_artifacts_load_and_show_prints_valid_json(wx: Path):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
     assert doc["layer"] == 2 and doc["calibration"]["n_control"] >= 1
+    from liedetect.detector import Detector
+
+    old = wx / "new" / "legacy"
+    shutil.copytree(wx / "det", old)
+    (old / "manifest.json").unlink()  # a folder written before manifests still loads, the same detector
+    try:
+        assert Detector.load(old).to_dict() == Detector.load(wx / "det").to_dict()
+    finally:
+        shutil.rmtree(wx / "new", ignore_errors=True)
     from liedetect.blackbox import FollowupDetector
     from liedetect.iti import ITIIntervention
 
