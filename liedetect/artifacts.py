@@ -69,6 +69,20 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: not every system can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
     try:
@@ -128,6 +142,7 @@ def write_artifact_dir(folder: PathLike, write: Callable[[Path], None], fmt: str
                 os.replace(folder, old)
             os.replace(tmp, folder)
             shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(parent)
     except _write_errors() as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _write_error(folder, exc) from None
@@ -150,6 +165,7 @@ def write_file_atomic(path: PathLike, data: Union[str, bytes, Callable[[Path], N
             tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
         _fsync(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except _write_errors() as exc:
         tmp.unlink(missing_ok=True)
         raise _write_error(path, exc) from None
