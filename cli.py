@@ -32,9 +32,20 @@ app.command("report")(report_cmd)
 app.command("bench")(bench_cmd)
 
 
+# Deprecation notices of the libraries underneath (transformers, peft, TransformerLens) are for their callers'
+# maintainers, not for a user's first screen; --debug shows them again.
+LIBRARY_NOISE = r"(transformers|transformer_lens|peft|torch|accelerate)(\.|$)"
+
+
 @app.callback()
-def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of any error (for bug reports).")) -> None:
+def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of any error and library warnings "
+                                                           "(for bug reports).")) -> None:
+    import warnings
+
     DEBUG["on"] = debug
+    if not debug:
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category, module=LIBRARY_NOISE)
 
 
 # ---------------------------------------------------------------- foundation: info, extract
@@ -104,7 +115,8 @@ def extract(data: str = typer.Argument(..., help="CSV/JSONL with statement,label
 
 # ---------------------------------------------------------------- probes: train, sweep, eval
 
-MethodHelp = "lr, mass-mean, mass-mean-iid, lat, lat-random, ccs, pca or random."
+MethodHelp = ("lr, mass-mean, mass-mean-iid, ttpd (needs a polarity column or a neg_ twin file beside DATA), lat, "
+              "lat-random, ccs, pca or random.")
 TemplateOpt = typer.Option("true-false", help="Contrast-pair template for lat/ccs: true-false, question, yes-no or a string with {statement}.")
 
 
@@ -135,6 +147,10 @@ def train(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
     warn_data(method=method, template=template)
     check_outputs(probe_files(out), input_paths(data, model))
     dataset = load_dataset(data, n=limit, seed=seed, split=test_size)
+    if method == "ttpd":
+        from liedetect.polarity import with_polarity
+
+        dataset = with_polarity(dataset, data, limit, seed)
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     warn_unknown_tokens(bridge, dataset.statements, data)
     result = train_probe(bridge, dataset, method, layer, position=position, hook=hook, template=template,
@@ -154,7 +170,8 @@ def sweep(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
           out: Path = typer.Option(..., "--out", "-o", help="Folder for sweep.json, sweep.csv and sweep.png."),
           model: str = ModelOpt,
           layers: str = typer.Option("all", help="'all', '3', '2,4' or '1-3'."),
-          methods: str = typer.Option("all", help=f"'all' or a comma list of: {MethodHelp}"),
+          methods: str = typer.Option("all", help=f"'all' or a comma list of: {MethodHelp} Also multi-layer "
+                                                  "(every layer at once; one headline, no per-layer rows)."),
           position: str = typer.Option("last", help="last, mean, an index, span:S:E or marker:TEXT."),
           hook: str = typer.Option("resid_post", help="resid_pre, resid_mid, resid_post or out (encoders: out)."),
           template: str = TemplateOpt,
@@ -171,14 +188,22 @@ def sweep(data: Optional[str] = DataArg, data_flag: Optional[str] = DataFlag,
     data = pick_input(data, data_flag, "DATA", "--data")
     from liedetect.datasets import load_dataset
     from liedetect.models import load_model
-    from liedetect.training import sweep_model
+    from liedetect.training import sweep_groups, sweep_model
     from probes import METHODS, is_paired
 
-    chosen = list(METHODS) if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    # 'all': every per-layer method; ttpd needs polarity and multi-layer reads every layer, so both are asked by name
+    chosen = ([m for m in METHODS if m != "ttpd"] if methods == "all"
+              else [m.strip() for m in methods.split(",") if m.strip()])
     for m in chosen:
-        is_paired(m)  # an unknown method fails before the model loads
+        if m != "multi-layer":
+            is_paired(m)  # an unknown method fails before the model loads
     check_outputs([out], input_paths(data, model), folder=[True])
     dataset = load_dataset(data, n=limit, seed=seed, split=None if kfold or group_by else test_size, nested=True)
+    if "ttpd" in chosen:
+        from liedetect.polarity import with_polarity
+
+        dataset = with_polarity(dataset, data, limit, seed)
+    sweep_groups(dataset, group_by, kfold, test_size)  # too few groups: refused before the model loads
     bridge = load_model(model, device=device, dtype=dtype, bos=bos)
     warn_unknown_tokens(bridge, dataset.statements, data)
     result = sweep_model(bridge, dataset, layers=layers, methods=chosen, position=position, hook=hook, template=template,
