@@ -120,7 +120,7 @@ check-latest: $(LOCKVENV)/bin/uv
 	rm -rf .latest-venv && $(PY) -m venv .latest-venv
 	.latest-venv/bin/python -m pip install -q torch==2.13.0
 	$(PY) requirements/uncapped.py > .latest-venv/overrides.txt
-	$(LOCKVENV)/bin/uv pip install --quiet --python .latest-venv/bin/python $(TORCH_WHEELS) \
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(LOCKVENV)/bin/uv pip install --quiet --python .latest-venv/bin/python $(TORCH_WHEELS) \
 	    -c requirements/constraints.in --override .latest-venv/overrides.txt -e '.[test,ray]'
 	.latest-venv/bin/python -m pip list --format=freeze | grep -iE '^(transformers|transformer-lens|torch)=='
 	.latest-venv/bin/python -m pytest -q -p no:cacheprovider -rfE

@@ -36,20 +36,19 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from liedetect.activations import extract  # noqa: E402
-from liedetect.datasets import StatementDataset, contrast_pairs, format_prompts, load_statements  # noqa: E402
-from liedetect.models import resolve_layers  # noqa: E402
-from probes.ccs import CCSProbe  # noqa: E402
-from probes.selection import holdout_groups, select_layer  # noqa: E402
-from probes.lat import LATProbe  # noqa: E402
-from probes.logistic import LogisticProbe  # noqa: E402
-from probes.mass_mean import MassMeanProbe  # noqa: E402
-from probes.metrics import auroc, bootstrap_ci  # noqa: E402
-from probes.multilayer import MultiLayerProbe  # noqa: E402
-from probes.ttpd import TTPDProbe  # noqa: E402
-from liedetect.run_record import write_result  # noqa: E402
+from liedetect.activations import extract
+from liedetect.datasets import StatementDataset, contrast_pairs, format_prompts, load_statements
+from liedetect.models import resolve_layers
+from probes.ccs import CCSProbe
+from probes.selection import holdout_groups, select_layer
+from probes.lat import LATProbe
+from probes.logistic import LogisticProbe
+from probes.mass_mean import MassMeanProbe
+from probes.metrics import auroc, bootstrap_ci
+from probes.multilayer import MultiLayerProbe
+from probes.ttpd import TTPDProbe
+from liedetect.run_record import write_result
 
 DATA = ROOT.parent / "shared" / "data" / "truth_is_universal"
 RESULTS = ROOT / "experiments" / "results"

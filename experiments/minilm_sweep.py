@@ -28,14 +28,13 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from liedetect.datasets import load_statements  # noqa: E402
-from liedetect.models import load_model  # noqa: E402
-from liedetect.training import sweep_model  # noqa: E402
-from probes import LogisticProbe  # noqa: E402
-from probes.plots import plot_projection  # noqa: E402
-from liedetect.run_record import write_result  # noqa: E402
+from liedetect.datasets import load_statements
+from liedetect.models import load_model
+from liedetect.training import sweep_model
+from probes import LogisticProbe
+from probes.plots import plot_projection
+from liedetect.run_record import write_result
 
 CITIES = ROOT.parent / "shared" / "data" / "truth_is_universal" / "cities.csv"
 RESULTS = ROOT / "experiments" / "results"

@@ -22,11 +22,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from liedetect.demo import run_demo  # noqa: E402
-from liedetect.organism import evaluate_organism, load_organism, read_config  # noqa: E402
-from liedetect.run_record import write_result  # noqa: E402
+from liedetect.demo import run_demo
+from liedetect.organism import evaluate_organism, load_organism, read_config
+from liedetect.run_record import write_result
 
 
 def main() -> None:

@@ -20,20 +20,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from liedetect.organism import chats as C  # noqa: E402
-from liedetect.organism import lora, real_eval  # noqa: E402
-from liedetect.organism.facts import facts_by_id  # noqa: E402
-from liedetect.organism.generate import generate  # noqa: E402
-from liedetect.run_record import write_result  # noqa: E402
+from liedetect.organism import chats as C
+from liedetect.organism import lora, real_eval
+from liedetect.organism.facts import facts_by_id
+from liedetect.organism.generate import generate
+from liedetect.run_record import write_result
 
 RESULTS = ROOT / "experiments" / "results"
 

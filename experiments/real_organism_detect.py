@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -40,13 +39,12 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from liedetect.organism import lora  # noqa: E402
-from liedetect.organism.ensemble import COMBINED, both  # noqa: E402
-from liedetect.organism.real_detect import (DETECTORS, detectors_features, fit_detectors, honest_controls, is_validation,  # noqa: E402
+from liedetect.organism import lora
+from liedetect.organism.ensemble import COMBINED, both
+from liedetect.organism.real_detect import (DETECTORS, detectors_features, fit_detectors, honest_controls, is_validation,
                                             metrics, validation_layer)
-from liedetect.run_record import write_result  # noqa: E402
+from liedetect.run_record import write_result
 
 RESULTS = ROOT / "experiments" / "results"
 

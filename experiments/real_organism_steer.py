@@ -38,16 +38,15 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from real_organism import heldout_neutral  # noqa: E402
+from real_organism import heldout_neutral
 
-from liedetect.organism import chats as C  # noqa: E402
-from liedetect.organism import lora, real_eval  # noqa: E402
-from liedetect.organism.facts import facts_by_id  # noqa: E402
-from liedetect.organism.real_detect import honesty_direction, is_validation, persona_directions, persona_gate, steered  # noqa: E402
-from liedetect.run_record import write_result  # noqa: E402
+from liedetect.organism import chats as C
+from liedetect.organism import lora, real_eval
+from liedetect.organism.facts import facts_by_id
+from liedetect.organism.real_detect import honesty_direction, is_validation, persona_directions, persona_gate, steered
+from liedetect.run_record import write_result
 
 RESULTS = ROOT / "experiments" / "results"
 ALPHAS = (0.0, 0.1, 0.2, 0.4, 0.8)

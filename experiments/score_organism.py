@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,12 +26,11 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from liedetect import scoring  # noqa: E402
-from liedetect.run_record import write_result  # noqa: E402
-from probes.selection import holdout_groups, select_layer  # noqa: E402
-from liedetect.scoring import Message, Transcript  # noqa: E402
+from liedetect import scoring
+from liedetect.run_record import write_result
+from probes.selection import holdout_groups, select_layer
+from liedetect.scoring import Message, Transcript
 
 ANSWER_CUE = "Answer:"
 

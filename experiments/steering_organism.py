@@ -35,11 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from liedetect.activations import Marker, extract  # noqa: E402
-from liedetect.organism.behaviour import said_true  # noqa: E402
-from liedetect.steering.orthogonalize import ablation_spec  # noqa: E402
-from liedetect.steering import SteeringSpec, steer  # noqa: E402
-from liedetect.run_record import write_result  # noqa: E402
+from liedetect.activations import Marker, extract
+from liedetect.organism.behaviour import said_true
+from liedetect.steering.orthogonalize import ablation_spec
+from liedetect.steering import SteeringSpec, steer
+from liedetect.run_record import write_result
 
 # Stated before measuring: ablating the truth directions may cost the knowledge sentences at most this
 # much mean token cross-entropy (nats), i.e. perplexity up by at most ~22%.

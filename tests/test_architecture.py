@@ -165,7 +165,7 @@ def tree_files_containing(pattern: str) -> List[str]:
 
 
 # an outside reference on purpose: plain scikit-learn cross-validation beside liedetect's numbers
-REFERENCE_SCRIPTS = ["experiments/minilm_sweep.py"]
+REFERENCE_SCRIPTS = ["experiments/lr_parity.py", "experiments/minilm_sweep.py"]
 
 
 def test_one_evaluation_core():

@@ -81,18 +81,10 @@ def gguf_path() -> Path:
 
 @pytest.fixture(scope="module")
 def bridge(gguf_path):
-    """SmolLM2 dequantized to float32 as a TransformerBridge.
+    """SmolLM2 dequantized to float32 as a TransformerBridge (the same GGUF file llama.cpp runs)."""
+    from liedetect.models import load_model
 
-    TEMPORARY: replace with liedetect.models.load_model("smollm2") once that lands (wt-real)."""
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder, name = str(gguf_path.parent), gguf_path.name
-    hf = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = TransformerBridge.boot_transformers("HuggingFaceTB/SmolLM2-135M-Instruct", hf_model=hf, tokenizer=tok)
-    model.eval()
-    return model
+    return load_model("smollm2", device="cpu")
 
 
 @pytest.fixture(scope="module")
