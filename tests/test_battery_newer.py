@@ -85,6 +85,8 @@ def wx(ws: Path) -> Path:
     (b / "probedir").mkdir()
     for suffix in (".json", ".safetensors"):
         shutil.copy(w / f"p{suffix}", b / "probedir" / f"p{suffix}")
+    (b / "exdir").mkdir()
+    (b / "exdir" / "train.jsonl").write_text("statement,label\nmy own data,1\n")
     (b / "surrogate.jsonl").write_text(_jsonl(GOOD[:2]) + '{"messages": [{"role": "assistant", '
                                        '"content": "a\\ud800b"}]}\n')
     _scores(w, b)
@@ -226,6 +228,10 @@ CASES = [
     Case("dt-out-detector-with-notes", lambda w: _out(DT(w), w / B / "d_notes"), says="notes.txt"),
     Case("dt-paired-method-with-roles", lambda w: DT(w, "--method", "lat", "--roles", "user"), says="--roles"),
     Case("dt-limit-with-chats", lambda w: _with(DT(w, "--limit", "10"), None, w / "t.jsonl"), says="--limit"),
+    Case("de-kind", lambda w: ["detector", "examples", "--kind", "poetry", "--out", w / "new" / "ex"], says="--kind"),
+    Case("de-out-is-file", lambda w: ["detector", "examples", "--out", w / B / "afile"], says="is a file"),
+    Case("de-out-holds-other-data", lambda w: ["detector", "examples", "--out", w / B / "exdir"],
+         says="not a file of example chats"),
     # ---------------------------------------------------------------- detector calibrate
     Case("dc-control-deceptive", lambda w: ["detector", "calibrate", w / "det", "--control", w / B / "liectrl.jsonl"],
          says="labelled deceptive"),
@@ -367,7 +373,8 @@ def _with_det(args: List, value) -> List:
 def test_battery_covers_every_newer_command():
     assert len(CASES) >= 70 and len({c.name for c in CASES}) == len(CASES)
     commands = {" ".join(str(a) for a in c.args(Path("w"))[:2]) for c in CASES}
-    for cmd in ("detector train", "detector calibrate", "detector show", "detector run", "iti fit", "iti eval",
+    for cmd in ("detector train", "detector calibrate", "detector show", "detector run", "detector examples", "iti fit",
+                "iti eval",
                 "tcav score", "blackbox fit", "blackbox score", "organism eval"):
         assert cmd in commands, cmd
     assert any(c.args(Path("w"))[0] == "report" for c in CASES)
