@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Tuple, Union
+from typing import Any, Dict, List, Tuple, Union
 
 import torch
 
@@ -58,7 +58,7 @@ def parse_position(text: str) -> Position:
 
 
 def token_rows(mask: torch.Tensor, offsets: List[Tuple[int, int]], text: str, position: Position,
-          index: int) -> Tuple[torch.Tensor, str]:
+               index: int) -> Tuple[torch.Tensor, str]:
     """The token indices of one sequence a position rule reads, and how to reduce them ('one', 'mean', 'all')."""
     real = mask.nonzero().flatten()
     if position == "last":
@@ -94,13 +94,22 @@ class Picker:
         self.picks = picks
         self.single = all(how == "one" for _, how in picks)
         self.index = torch.cat([idx for idx, _ in picks]) if self.single else None
+        self._on: Dict[torch.device, Any] = {}  # the indices, copied once to each device a layer lives on
+
+    def _indices(self, device: torch.device) -> Any:
+        if device not in self._on:
+            if self.single:
+                self._on[device] = (torch.arange(len(self.index), device=device), self.index.to(device))
+            else:
+                self._on[device] = [idx.to(device) for idx, _ in self.picks]
+        return self._on[device]
 
     def __call__(self, hidden: torch.Tensor) -> Any:
         if self.single:
-            index = self.index.to(hidden.device)
-            return hidden[torch.arange(len(index), device=hidden.device), index].float()  # [batch, d]
+            rows, index = self._indices(hidden.device)
+            return hidden[rows, index].float()  # [batch, d]
         out = []
-        for row, (idx, how) in enumerate(self.picks):
-            rows = hidden[row, idx.to(hidden.device)].float()
-            out.append(rows.mean(dim=0) if how == "mean" else rows)
+        for row, (idx, (_, how)) in enumerate(zip(self._indices(hidden.device), self.picks)):
+            picked = hidden[row, idx].float()
+            out.append(picked.mean(dim=0) if how == "mean" else picked)
         return out if any(how == "all" for _, how in self.picks) else torch.stack(out)
