@@ -25,7 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from liedetect.errors import DataError
-from liedetect.paths import read_csv_rows
+from liedetect.paths import check_encodable, read_csv_rows
 from liedetect.schemas import check_blackbox
 from probes.metrics import auroc, bootstrap_ci, recall_at_fpr
 
@@ -68,9 +68,13 @@ def load_questions(path: Union[str, Path], limit: Optional[int] = None) -> List[
         raise DataError(f"No question file at {path}; give the path of pacchiardi/questions_1000_all.json.") from None
     except ValueError as exc:
         raise DataError(f"{path} is not valid JSON ({exc}).") from None
-    rows = raw.values() if isinstance(raw, dict) else raw
+    rows = list(raw.items()) if isinstance(raw, dict) else list(enumerate(raw)) if isinstance(raw, list) else []
+    check_encodable(((key, str(r.get(k) or "")) for key, r in rows if isinstance(r, dict)
+                     for k in ("question", "answer", "false_answer")), path, "entry")
+    rows = [r for _, r in rows]
+    keys = ("question", "answer", "false_answer")
     items = [QA(r["question"].strip(), r["answer"].strip(), r["false_answer"].strip()) for r in rows
-             if isinstance(r, dict) and all(str(r.get(k) or "").strip() for k in ("question", "answer", "false_answer"))]
+             if isinstance(r, dict) and all(isinstance(r.get(k), str) and r[k].strip() for k in keys)]
     if not items:
         raise DataError(f"{path} holds no entries with question, answer and false_answer.")
     return items[:limit] if limit else items

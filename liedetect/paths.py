@@ -239,14 +239,14 @@ def csv_error(exc: csv.Error, path: PathLike, line: int) -> DataError:
     return DataError(f"{path} line {line} cannot be read as CSV ({exc}).")
 
 
-def check_encodable(items: Iterable[Tuple[int, str]], path: PathLike) -> None:
+def check_encodable(items: Iterable[Tuple[Any, str]], path: PathLike, unit: str = "line") -> None:
     """Each (line, text) must be encodable as UTF-8: a lone surrogate (JSON "\\ud800") is one DataError naming the
-    file and line, not a tokenizer's TypeError later."""
+    file and line (or another `unit`: entry), not a tokenizer's TypeError later."""
     for line, text in items:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise DataError(f"{path} line {line} holds a lone surrogate (U+{ord(text[exc.start]):04X}), which is not "
+            raise DataError(f"{path} {unit} {line} holds a lone surrogate (U+{ord(text[exc.start]):04X}), which is not "
                             f"a character and cannot be encoded; remove or replace it.") from None
 
 

@@ -171,6 +171,8 @@ def _blackbox(w: Path, b: Path) -> None:
     qs = {str(i): {"question": f"where does {n} live", "answer": "votool", "false_answer": "krotoox"}
           for i, n in enumerate(names)}
     (w / "questions.json").write_text(json.dumps(qs))
+    (b / "q_surrogate.json").write_text(json.dumps({**qs, "9": {**qs["0"], "question": "where\ud800"}}))
+    (b / "q_types.json").write_text(json.dumps({"0": {"question": 5, "answer": ["x"], "false_answer": None}}))
     long = " and ".join(f"does {n} live in votool" for n in ["biqui", "lotrai", "sooguth", "veinoonum"] * 2)
     (w / "followups.csv").write_text("probe_type,probe\n" + "".join(f"x,{q}\n" for q in [long] * 4))
 
@@ -339,6 +341,11 @@ CASES = [
     Case("bf-context", lambda w: BF(w, "--n-questions", "8", "--n-followups", "4", "--yes", "votool", "--no",
                                     "krotoox"), says="context of"),
     Case("bf-yes-empty", lambda w: BF(w, "--yes", ","), says="yes word"),
+    Case("bf-questions-surrogate", lambda w: _with(BF(w), "--questions", w / B / "q_surrogate.json"),
+         says="entry 9 holds a lone surrogate"),
+    Case("bf-questions-wrong-types", lambda w: _with(BF(w), "--questions", w / B / "q_types.json"),
+         says="no entries with question"),
+    Case("bf-questions-folder", lambda w: _with(BF(w), "--questions", w / B / "adir"), says="adir"),
     Case("bs-detector-list", lambda w: _with(BS(w), "--detector", w / B / "bb_list.json"), says="not an object"),
     Case("bs-coef-mismatch", lambda w: _with(BS(w), "--detector", w / B / "bb_mismatch.json"), says="coef holds 3"),
     Case("bs-coef-nan", lambda w: _with(BS(w), "--detector", w / B / "bb_nan.json"), says="not a finite number"),
