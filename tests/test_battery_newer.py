@@ -85,6 +85,8 @@ def wx(ws: Path) -> Path:
     (b / "probedir").mkdir()
     for suffix in (".json", ".safetensors"):
         shutil.copy(w / f"p{suffix}", b / "probedir" / f"p{suffix}")
+    (b / "st_surrogate.jsonl").write_text("".join(json.dumps({"statement": t, "label": y}) + "\n" for t, y in
+                                                  [("the home of biqui is votool", 1), ("a\ud800b", 0)] * 2))
     (b / "exdir").mkdir()
     (b / "exdir" / "train.jsonl").write_text("statement,label\nmy own data,1\n")
     (b / "surrogate.jsonl").write_text(_jsonl(GOOD[:2]) + '{"messages": [{"role": "assistant", '
@@ -354,6 +356,8 @@ CASES = [
     # ---------------------------------------------------------------- organism eval
     Case("oe-out-over-a-probe", lambda w: ["organism", "eval", "--n", "10", "--out", w / "p.json"],
          says="exists and is not"),
+    Case("tc-data-surrogate", lambda w: _with(TC(w), "--data", w / B / "st_surrogate.jsonl"),
+         says="holds a lone surrogate"),
     Case("tc-answers-one", lambda w: TC(w, "--answers", " True"), says="two words"),
 ]
 

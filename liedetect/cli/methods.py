@@ -217,7 +217,7 @@ def tcav_score(probe: Path = typer.Option(..., "--probe", "-p", help="A saved pr
     from liedetect.datasets import load_dataset
     from liedetect.models import load_model
     from liedetect.options import check_choice, input_paths, probe_files
-    from liedetect.paths import check_outputs
+    from liedetect.paths import check_encodable, check_outputs
     from liedetect.steering.directions import direction_from_probe
     from liedetect.tcav import POSITIONS, tcav
 
@@ -236,6 +236,7 @@ def tcav_score(probe: Path = typer.Option(..., "--probe", "-p", help="A saved pr
     if at is None:
         raise DataError("The probe records no layer; pass --layer.")
     dataset = load_dataset(data, n=limit, seed=seed)
+    check_encodable(enumerate(dataset.statements, start=1), data, "statement")
     texts = [template.format(statement=s) for s in dataset.statements]
     bridge = load_model(model, device=device, dtype=dtype)
     result = tcav(bridge, texts, direction, int(at), (pair[0], pair[1]), n_random=n_random, seed=seed, position=position)
