@@ -226,17 +226,25 @@ def check_artifact_target(folder: PathLike, known: Iterable[str], what: str) -> 
                               f"would delete them: choose another --out or an empty folder.")
 
 
-def check_replaceable(path: PathLike, ours: Callable[[object], bool], what: str) -> None:
-    """An existing, non-empty output file is replaced only when it is one this command wrote (`ours(parsed JSON)`):
-    another file there (a probe, someone's data) is refused, never overwritten."""
+def json_doc(path: PathLike) -> object:
+    """The JSON document in a file, or None when it cannot be read as JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def json_object(path: PathLike) -> dict:
+    """The JSON object in a file, or {} when it holds no readable JSON object."""
+    doc = json_doc(path)
+    return doc if isinstance(doc, dict) else {}
+
+
+def check_replaceable(path: PathLike, ours: Callable[[Path], bool], what: str) -> None:
+    """An existing, non-empty output file is replaced only when it is one this command wrote (`ours(path)`, e.g.
+    from its `json_doc`): another file there (a probe, someone's data) is refused, never overwritten."""
     path = Path(path)
     if path.is_dir():
         raise OutputPathError(f"The output {path} is a folder; pass a file path.")
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        doc = None
-    if not ours(doc):
+    if path.is_file() and path.stat().st_size and not ours(path):
         raise OutputPathError(f"{path} exists and is not {what}; choose another output path or delete it first.")

@@ -77,7 +77,7 @@ def iti_fit(out: Path = typer.Option(..., "--out", "-o", help="Folder for the in
     check_outputs(outputs, input_paths(data, model), folder=[True, False])
     check_artifact_target(out, ITI_FILES, "an ITI intervention")
     if heatmap:
-        check_replaceable(heatmap, lambda doc: heatmap.suffix == ".png", "a heatmap (.png)")
+        check_replaceable(heatmap, lambda p: p.suffix == ".png", "a heatmap (.png)")
     items = load_truthfulqa(data)
     fold_a, _ = two_fold(len(items), seed)
     train = [items[i] for i in fold_a[:questions]]
@@ -103,7 +103,7 @@ def iti_eval(intervention: Path = typer.Option(..., "--intervention", "-i", help
              json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the table as JSON."),
              device: str = DeviceOpt, dtype: Optional[str] = DtypeOpt) -> None:
     """MC1 / MC2 on the held-out fold (fold B of the fit's split) and the LM loss on neutral text, per alpha."""
-    from liedetect.artifacts import check_replaceable
+    from liedetect.artifacts import check_replaceable, json_doc
     from liedetect.iti import ITIIntervention, lm_loss, load_truthfulqa, mc_scores, two_fold
     from liedetect.models import load_model
     from liedetect.options import input_paths, parse_floats
@@ -114,7 +114,7 @@ def iti_eval(intervention: Path = typer.Option(..., "--intervention", "-i", help
     alpha_list = parse_floats(alphas, "--alphas")
     if json_out:
         check_outputs([json_out], input_paths(intervention, data, model))
-        check_replaceable(json_out, _is_rows, "an `iti eval` table")
+        check_replaceable(json_out, lambda p: _is_rows(json_doc(p)), "an `iti eval` table")
     items = load_truthfulqa(data)
     _, fold_b = two_fold(len(items), int(iti.meta.get("seed", 0)))
     test = [items[i] for i in fold_b[:questions]]
@@ -148,7 +148,7 @@ def blackbox_fit(out: Path = typer.Option(..., "--out", "-o", help="Detector JSO
     """Fit on lies written into the assistant turn; report AUROC (95% bootstrap) and recall at 1% FPR on held-out questions."""
     import numpy as np
 
-    from liedetect.artifacts import check_replaceable
+    from liedetect.artifacts import check_replaceable, json_object
     from liedetect.blackbox import (BLACKBOX_FORMAT, FollowupDetector, LocalLogProbs, detection_report,
                                     followup_features, inserted_transcripts, load_followups, load_questions,
                                     split_by_group)
@@ -158,7 +158,7 @@ def blackbox_fit(out: Path = typer.Option(..., "--out", "-o", help="Detector JSO
 
     yes_w, no_w = _words(yes, "yes"), _words(no, "no")
     check_outputs([out], input_paths(questions_file, followups_file, model))
-    check_replaceable(out, lambda doc: isinstance(doc, dict) and doc.get("format") == BLACKBOX_FORMAT,
+    check_replaceable(out, lambda p: json_object(p).get("format") == BLACKBOX_FORMAT,
                       "a black-box detector")
     followups = load_followups(followups_file, limit=n_followups)
     qs = load_questions(questions_file)
@@ -213,7 +213,7 @@ def tcav_score(probe: Path = typer.Option(..., "--probe", "-p", help="A saved pr
                seed: int = typer.Option(0), json_out: Optional[Path] = typer.Option(None, "--json"),
                device: str = DeviceOpt, dtype: Optional[str] = DtypeOpt) -> None:
     """The fraction of inputs whose answer logit rises along the probe direction, vs random directions."""
-    from liedetect.artifacts import check_replaceable
+    from liedetect.artifacts import check_replaceable, json_object
     from liedetect.datasets import load_dataset
     from liedetect.models import load_model
     from liedetect.options import check_choice, input_paths, probe_files
@@ -229,7 +229,7 @@ def tcav_score(probe: Path = typer.Option(..., "--probe", "-p", help="A saved pr
     check_choice(position, POSITIONS, "--position")
     if json_out:
         check_outputs([json_out], input_paths(data, model, *probe_files(probe)))
-        check_replaceable(json_out, lambda doc: isinstance(doc, dict) and "random_scores" in doc,
+        check_replaceable(json_out, lambda p: "random_scores" in json_object(p),
                           "a `tcav score` result")
     direction, meta = direction_from_probe(probe)
     at = layer if layer is not None else meta.get("layer")

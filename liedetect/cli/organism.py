@@ -101,11 +101,11 @@ def organism_eval(path: Optional[Path] = typer.Option(None, "--path", help="A ch
 
     if path is not None and not path.is_dir():
         raise CheckpointError(f"No organism checkpoint folder at {path}; pass a folder written by 'liedetect organism train'.")
-    from liedetect.artifacts import check_replaceable, write_file_atomic
+    from liedetect.artifacts import check_replaceable, json_object, write_file_atomic
 
     if json_out is not None:
         check_outputs([json_out], [path] if path else [])
-        check_replaceable(json_out, lambda doc: isinstance(doc, dict) and "acceptance" in doc,
+        check_replaceable(json_out, lambda p: "acceptance" in json_object(p),
                           "an `organism eval` result")
     result = evaluate_organism(load_organism(path=path), n=n)
     if json_out:

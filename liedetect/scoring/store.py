@@ -143,10 +143,9 @@ def check_targets(out: Union[str, Path], resume: bool) -> None:
 
 def check_replaceable(path: Path) -> None:
     """Refuse to replace a non-empty file that is not a liedetect score file (it may be someone's data)."""
-    if path.is_dir():
-        raise OutputPathError(f"The output {path} is a folder; pass a file path for the scores.")
-    if path.exists() and path.stat().st_size and _read_meta(path.with_name(path.name + ".meta.json")) is None:
-        raise OutputPathError(f"{path} exists and is not a liedetect score file; choose another --out or delete it first.")
+    from liedetect.artifacts import check_replaceable as replaceable
+
+    replaceable(path, lambda p: _read_meta(p.with_name(p.name + ".meta.json")) is not None, "a liedetect score file")
 
 
 def read_scores(path: Union[str, Path], check: bool = True) -> List[Dict[str, Any]]:
