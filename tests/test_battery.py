@@ -411,7 +411,7 @@ CASES = [
 # settings); every other case must fail before the model loads.
 LOADS_MODEL = {"extract-layers-99", "extract-layers-abc", "extract-position", "extract-hook", "extract-template",
                "train-layer-minus-9", "train-layer-x", "train-hook", "train-position", "train-template",
-               "sweep-layers-99", "sweep-group-by-missing", "eval-layer-other", "eval-hook-other", "steer-op",
+               "sweep-layers-99", "eval-layer-other", "eval-hook-other", "steer-op",
                "steer-positions", "steer-scale", "steer-layers-99", "score-resume-other-settings",
                "score-resume-other-batch-size", "score-layer-minus-9", "score-hook", "score-roles-unknown",
                "score-roles-empty", "score-format-chat-without-template", "steer-alpha-nan", "extract-bos", "eval-bos"}
