@@ -153,7 +153,11 @@ class Detector:
                                                   params, batch_size, aggregate, system_prompt)
             position = "last scored token of each item" if aggregate == "last" else "every token of each scored message"
             used_fmt, used_roles = fmt, list(roles)
-        training = {"data": src["name"], "kind": src["kind"], "method": method, "seed": seed, **info}
+        from liedetect.bos import describe_bos
+
+        # what the tokenizer did with plain statements (chats carry the tokens their template writes)
+        bos = {k: v for k, v in describe_bos(model).items() if k in ("bos_token", "bos_added")}
+        training = {"data": src["name"], "kind": src["kind"], "method": method, "seed": seed, **bos, **info}
         if not probes.is_paired(method) and template != "true-false":
             training["ignored"] = {"template": template}
         meta = {"model_id": model_id(model), "hook": hook, "layer": chosen, "position": position,

@@ -89,6 +89,10 @@ def ws(tmp_path_factory) -> Path:
     (b / "floatlabel.jsonl").write_text(_jsonl([{**g, "label": 0.0} for g in GOOD]))
     (b / "liectrl.jsonl").write_text(_jsonl([{**g, "label": "deceptive"} for g in GOOD]))
     (b / "foreign.jsonl").write_text("my own notes, not scores\n")
+    (b / "fewgroups.csv").write_text("statement,label,city\n" + "".join(  # 3 cities: too few for 5 grouped folds
+        f"{c} is in {k},{y},{c}\n" for c in ("Paris", "Rome", "Oslo") for k, y in (("Europe", 1), ("Asia", 0)) * 2))
+    (b / "onepolarity.csv").write_text("statement,label\n" + "".join(f"{c}{i} is a city,{y}\n" for i in range(8)
+                                                                     for c, y in (("Paris", 1), ("Xq", 0))))
     (b / "afile").write_text("a regular file\n")
     (b / "adir").mkdir()
     for sub in ("pacchiardi", "truth_is_universal", "repe"):  # the folders `organism catch` looks for, empty
@@ -261,6 +265,12 @@ CASES = [
     Case("sweep-kfold-1", lambda w: W(w, "--kfold", "1"), usage=True),
     Case("sweep-group-by-missing", lambda w: W(w, "--group-by", "city", "--methods", "lr", "--layers", "1")),
     Case("sweep-test-size-0.9", lambda w: W(w, "--test-size", "0.9", "--methods", "lr"), says="too few"),
+    Case("sweep-too-few-groups", lambda w: _with(W(w, "--kfold", "5", "--group-by", "city", "--methods", "lr"), "--data",
+                                                 w / "bad" / "fewgroups.csv"), says="Only 3 distinct group(s)"),
+    Case("sweep-ttpd-one-polarity", lambda w: _with(W(w, "--methods", "ttpd"), "--data", w / "bad" / "onepolarity.csv"),
+         says="no negated twin"),
+    Case("train-ttpd-one-polarity", lambda w: _with(T(w, "--method", "ttpd", "--test-size", "0"), "--data",
+                                                    w / "bad" / "onepolarity.csv"), says="no negated twin"),
     # ---------------------------------------------------------------- eval
     Case("eval-limit-1", lambda w: E(w, "--limit", "1"), says="--limit 2"),
     Case("eval-builtin-unknown", lambda w: _with(E(w), "--data", "builtin:nope"), says="built-in"),
