@@ -2,7 +2,9 @@
 
     python benchmarks/bench_scale.py [--repeats 3] [--n 8] [--tokens 128] [--threads 1]
 
-Time, in one process, modes interleaved, median of repeats (the same token ids for every mode):
+Time, in one process, modes interleaved, median of repeats (the same token ids for every mode), as wall seconds
+and as process CPU seconds (one torch thread: the CPU seconds are the work done, and stay put when other jobs
+share the cores, which wall seconds do not):
   extract_one  liedetect.extract of the last block (layer 15)  vs  bare_stop: transformers' own LlamaModel with
                its layer list cut after that block (a plain copy of the same weights, same eager attention);
   extract_all  liedetect.extract of all 16 layers  vs  bare_hidden: transformers' forward with output_hidden_states.
@@ -139,13 +141,16 @@ def main() -> None:
     run("bare_plain", bridge, bare, texts, ids[:1, :16], mask[:1, :16], n_layers)  # warm-up
     run("extract_one", bridge, bare, texts[:1], ids, mask, n_layers)
     times = {m: [] for m in TIMED}
+    cpu = {m: [] for m in TIMED}  # process CPU seconds: with one torch thread, the work done, whatever the load
     for r in range(args.repeats):
         for mode in TIMED[r % len(TIMED):] + TIMED[:r % len(TIMED)]:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run(mode, bridge, bare, texts, ids, mask, n_layers)
             times[mode].append(time.perf_counter() - start)
-            print(f"repeat {r} {mode}: {times[mode][-1]:.2f}s", flush=True)
+            cpu[mode].append(time.process_time() - start_cpu)
+            print(f"repeat {r} {mode}: {times[mode][-1]:.2f}s wall, {cpu[mode][-1]:.2f}s cpu", flush=True)
     med = {m: statistics.median(v) for m, v in times.items()}
+    med_cpu = {m: statistics.median(v) for m, v in cpu.items()}
     del bridge, bare
     memory = {}
     for mode in MEMORY:
@@ -160,7 +165,9 @@ def main() -> None:
         "model": "Llama-3.2-1B config (16 layers, d 2048, GQA 32/8, tied embeddings), random weights, bfloat16, "
                  f"GPT-2 tokenizer (vocab {len(tok)}), eager attention in both",
         "repeats": args.repeats, "threads": args.threads, "build_seconds": round(build_s, 1),
-        "seconds": times, "median_seconds": med,
+        "seconds": times, "median_seconds": med, "cpu_seconds": cpu, "median_cpu_seconds": med_cpu,
+        "cpu_ratio_extract_one_vs_bare_stop": med_cpu["extract_one"] / med_cpu["bare_stop"],
+        "cpu_ratio_extract_all_vs_bare_hidden": med_cpu["extract_all"] / med_cpu["bare_hidden"],
         "ratio_extract_one_vs_bare_stop": med["extract_one"] / med["bare_stop"],
         "ratio_extract_all_vs_bare_hidden": med["extract_all"] / med["bare_hidden"],
         "median_of_per_repeat_ratios": {  # each repeat's pair ran minutes apart at most: robust to a drifting load
@@ -177,7 +184,9 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("median_seconds", "ratio_extract_one_vs_bare_stop",
+    print(json.dumps({k: result[k] for k in ("median_seconds", "median_cpu_seconds",
+                                              "cpu_ratio_extract_one_vs_bare_stop",
+                                              "cpu_ratio_extract_all_vs_bare_hidden", "ratio_extract_one_vs_bare_stop",
                                               "ratio_extract_all_vs_bare_hidden", "median_of_per_repeat_ratios",
                                               "peak_extra_rss_mib",
                                               "ratio_peak_extract_vs_bare_plain")}, indent=2))
