@@ -143,7 +143,9 @@ class LocalLogProbs:
     def check(self, convs: Sequence[Conversation]) -> List[List[int]]:
         """The token ids of each conversation, after checking each fits the model's context (one DataError)."""
         rows = [self.tokens(c) for c in convs]
-        n_ctx = getattr(self.model.cfg, "n_ctx", None)
+        cfg = getattr(self.model, "cfg", None)  # a bridge; a Hugging Face model (HFCausalLM) has `hf.config`
+        n_ctx = (getattr(cfg, "n_ctx", None) if cfg is not None else
+                 getattr(getattr(getattr(self.model, "hf", None), "config", None), "max_position_embeddings", None))
         longest = max((len(r) for r in rows), default=0)
         if n_ctx and longest > n_ctx:
             raise DataError(f"A conversation with its follow-up question is {longest} tokens, more than this model's "

@@ -260,12 +260,6 @@ def preflight(transcripts: Union[str, Path], probe: Union[None, str, Path], out:
     for name, value in choices.items():
         check_choice(value, known[name], "--" + {"fmt": "format"}.get(name, name).replace("_", "-"))
     check_fpr(fpr)
-    data = check_transcripts_encodable(load_transcripts(transcripts, strict=strict))
-    if not data.transcripts:
-        raise DataError(f"No transcript in {transcripts} could be read ({len(data.problems)} lines skipped); "
-                        f"the first problem: {data.problems[0] if data.problems else 'the file is empty'}.")
-    cdata = None if control is None else \
-        check_control(check_transcripts_encodable(load_transcripts(control, strict=strict)))
     outputs = list(score_outputs(out).values())
     if html is not None:
         html = Path(html)
@@ -273,7 +267,14 @@ def preflight(transcripts: Union[str, Path], probe: Union[None, str, Path], out:
             raise OutputPathError(f"--html {html} is a folder; pass a file path such as report.html.")
         outputs += [html, html.with_name(html.stem + "_hist.png"), html.with_name(html.stem + "_roc.png")]
     probe_inputs = probe_files(probe) if probe is not None else []
+    # every output path against every input first: it needs no input read
     check_outputs(outputs, input_paths(transcripts, control, model, detector, *probe_inputs))
+    data = check_transcripts_encodable(load_transcripts(transcripts, strict=strict))
+    if not data.transcripts:
+        raise DataError(f"No transcript in {transcripts} could be read ({len(data.problems)} lines skipped); "
+                        f"the first problem: {data.problems[0] if data.problems else 'the file is empty'}.")
+    cdata = None if control is None else \
+        check_control(check_transcripts_encodable(load_transcripts(control, strict=strict)))
     check_targets(out, resume)
     if probe is not None:
         validate_probe_files(probe)
