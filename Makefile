@@ -131,4 +131,4 @@ check-latest: $(LOCKVENV)/bin/uv
 	.latest-venv/bin/python -m pytest -q -p no:cacheprovider -rfE
 
 clean:
-	rm -rf $(VENV) $(LOCKVENV) .latest-venv liedetect-demo
+	rm -rf $(VENV) $(LOCKVENV) .latest-venv liedetect-demo liedetect-demo-real
