@@ -18,7 +18,7 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, Tuple, Union
 
 from liedetect.errors import DataError
 

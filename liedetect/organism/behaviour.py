@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
-import torch
 
 from liedetect.organism.world import FALSE_WORD, TRUE_WORD, Prompt, World
 

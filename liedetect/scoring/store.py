@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from liedetect.errors import CheckpointError, OutputPathError
+from liedetect.errors import CheckpointError
 
 FORMAT = "liedetect-scores"
 
