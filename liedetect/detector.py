@@ -157,6 +157,7 @@ class Detector:
 
         # what the tokenizer did with plain statements (chats carry the tokens their template writes)
         bos = {k: v for k, v in describe_bos(model).items() if k in ("bos_token", "bos_added")}
+        bos["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")  # the model's, during capture
         training = {"data": src["name"], "kind": src["kind"], "method": method, "seed": seed, **bos, **info}
         if not probes.is_paired(method) and template != "true-false":
             training["ignored"] = {"template": template}

@@ -31,6 +31,8 @@ def test_layer_is_chosen_on_validation_and_recorded(detector):
     assert set(by_layer) == {"0", "1", "2", "3", "4"} and selection["layer"] == detector.layer
     assert detector.layer == max(range(5), key=lambda l: (by_layer[str(l)], -l))
     assert detector.fmt == "text" and detector.model_id == "organism|L5|d128" and detector.model_spec == "organism"
+    # what happened, not only the policy: the organism's tokenizer adds its <bos>, the model runs in float32
+    assert detector.training["bos_added"] is True and detector.training["dtype"] == "float32"
 
 
 def test_calibration_records_control_fingerprint_and_holds_fpr(detector, chats, organism_model, tmp_path):
