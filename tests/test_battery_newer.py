@@ -219,6 +219,7 @@ def show(name: str, *extra):
 CASES = [
     # ---------------------------------------------------------------- detector train
     Case("dt-aggregate-median", lambda w: DT(w, "--aggregate", "median"), says="--aggregate"),
+    Case("dt-system-prompt-unknown", lambda w: DT(w, "--system-prompt", "default"), says="--system-prompt"),
     Case("dt-format-yaml", lambda w: DT(w, "--format", "yaml"), says="--format"),
     Case("dt-method", lambda w: DT(w, "--method", "astrology"), says="astrology"),
     Case("dt-out-probe-folder", lambda w: _out(DT(w), w / B / "probedir"), says="not part of a detector"),

@@ -48,8 +48,10 @@ def test_train_calibrate_show_and_few_controls_warning(tmp_path, organism_model,
     from liedetect.example_chats import write_examples
 
     chats = write_examples(tmp_path / "chats", "organism", n=60, model=organism_model)
-    code, text = run("detector", "train", chats["train"], "--model", "organism", "--layer", "3", "--out", tmp_path / "d", "-q")
+    code, text = run("detector", "train", chats["train"], "--model", "organism", "--layer", "3", "--out", tmp_path / "d",
+                     "--system-prompt", "none", "-q")
     assert code == 0, text
+    assert json.loads((tmp_path / "d" / "detector.json").read_text())["system_prompt"] == "none"
     code, text = run("detector", "calibrate", tmp_path / "d", "--control", chats["control"], "--fpr", "0.01", "-q")
     assert code == 0 and "fewer than 1/FPR = 100" in text  # 60 controls cannot measure a 1% FPR
     code, text = run("detector", "show", tmp_path / "d", "--json")

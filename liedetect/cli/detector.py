@@ -86,6 +86,10 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
           aggregate: str = typer.Option("mean", help="Message score from its token scores: mean, max or last."),
           limit: Optional[int] = typer.Option(None, help="Use a seeded, balanced sample of this many statements."),
           seed: int = typer.Option(0),
+          system_prompt: str = typer.Option("template", "--system-prompt",
+                                            help="template: a chat template's default system prompt is added to chats "
+                                                 "that bring none, as the template writes it; none: never added. "
+                                                 "Recorded in the detector, applied alike when it scores."),
           device: str = DeviceOpt, dtype: Optional[str] = DtypeOpt, bos: str = BosOpt,
           quiet: bool = QuietOpt) -> None:
     """Train a detector on statements, contrast pairs or labelled chats, and save it as a folder."""
@@ -96,7 +100,7 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
     from liedetect.models import load_model
     from liedetect.options import check_choice, input_paths
     from liedetect.paths import check_outputs, check_transcripts_encodable
-    from liedetect.scoring.render import FORMATS
+    from liedetect.scoring.render import FORMATS, SYSTEM_PROMPTS
     from liedetect.scoring.scorer import AGGREGATES
 
     # one preflight: options, inputs, the output folder, before any model loads
@@ -110,6 +114,7 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
                           "leave it out or shorten the file.")
     check_choice(aggregate, AGGREGATES, "--aggregate")
     check_choice(fmt, FORMATS, "--format")
+    check_choice(system_prompt, SYSTEM_PROMPTS, "--system-prompt")
     warn_data(method=method, template=template)
     check_outputs([out], input_paths(data, model), folder=[True])
     check_artifact_target(out, DETECTOR_FILES, "a detector")
@@ -122,7 +127,7 @@ def train(data: str = typer.Argument(..., help="Statements (CSV statement,label 
     warn_unknown_tokens(bridge, texts, data)
     det = Detector.train(bridge, src["dataset"] if src["kind"] == "statements" else src["transcripts"], method=method,
                          layer=layer, hook=hook, fmt=fmt, template=template, aggregate=aggregate, seed=seed,
-                         roles=role_list, progress=not quiet)
+                         roles=role_list, progress=not quiet, system_prompt=system_prompt)
     det.training["data"] = data
     path = det.save(out)
     console.print(det.summary(), highlight=False, soft_wrap=True)
