@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple
+from typing import Callable, Dict, List, NamedTuple, Optional
 
 import pytest
 import torch
@@ -442,21 +442,19 @@ def test_battery_has_at_least_100_cases_over_every_command():
     assert {"info", "extract", "train", "sweep", "eval", "steer", "score", "demo", "organism"} <= commands
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input(case: Case, ws: Path, monkeypatch):
+def run_case(case: Case, root: Path, monkeypatch, loads_model: set) -> Optional[str]:
+    """Run one bad-input case in workspace `root` and check the battery's rules: its exit code, no traceback, every
+    file under `root` unchanged and nothing created beside it, a model loaded only where `loads_model` names the
+    case, and one `error:` line (returned) that is not a bug report and says `case.says`. None for usage errors."""
     import liedetect.models as models
 
     loads = []  # every model load ends in models._finish (organism, GGUF, folder, hub)
     real_finish = models._finish
     monkeypatch.setattr(models, "_finish", lambda *a, **k: loads.append(a[1:]) or real_finish(*a, **k))
-    if case.skip_root and ROOT_USER:
-        pytest.skip("root ignores folder permissions")
-    if case.name.endswith("cuda") and torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
-    before = snapshot(ws)
-    res = invoke(case.args(ws))
-    after = snapshot(ws)
-    shutil.rmtree(ws / "new", ignore_errors=True)
+    before = snapshot(root)
+    res = invoke(case.args(root))
+    after = snapshot(root)
+    shutil.rmtree(root / "new", ignore_errors=True)
     text = res.output
     assert res.exit_code == case.code, f"exit {res.exit_code}: {text[-1500:]}"
     assert "Traceback" not in text
@@ -466,12 +464,24 @@ def test_bad_input(case: Case, ws: Path, monkeypatch):
     created = sorted(k for k in after if k not in before and not k.startswith("new"))
     assert not created, f"created beside the inputs: {created}"
     if case.usage:
-        return
-    assert bool(loads) == (case.name in LOADS_MODEL), (loads, text[-800:])
+        return None
+    assert bool(loads) == (case.name in loads_model), (loads, text[-800:])
     lines = [line for line in text.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, text[-1500:]
     message = lines[0]
     assert "bug in liedetect" not in message, message
     assert case.says.lower() in message.lower(), message
+    return message
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case: Case, ws: Path, monkeypatch):
+    if case.skip_root and ROOT_USER:
+        pytest.skip("root ignores folder permissions")
+    if case.name.endswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    message = run_case(case, ws, monkeypatch, LOADS_MODEL)
+    if message is None:
+        return
     if os.environ.get("LIEDETECT_BATTERY_PRINT"):
         print(f"\n{case.name}: {message}")

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from test_battery import GOOD, Case, _jsonl, invoke, offline, snapshot, ws  # noqa: F401 - fixtures
+from test_battery import GOOD, Case, _jsonl, invoke, offline, run_case, snapshot, ws  # noqa: F401 - fixtures
 
 B = "bad"
 
@@ -394,28 +394,7 @@ def test_battery_covers_every_newer_command():
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case: Case, wx: Path, monkeypatch):
-    import liedetect.models as models
-
-    loads = []
-    real_finish = models._finish
-    monkeypatch.setattr(models, "_finish", lambda *a, **k: loads.append(a[1:]) or real_finish(*a, **k))
-    before = snapshot(wx)
-    res = invoke(case.args(wx))
-    after = snapshot(wx)
-    shutil.rmtree(wx / "new", ignore_errors=True)
-    text = res.output
-    assert res.exit_code == case.code, f"exit {res.exit_code}: {text[-1500:]}"
-    assert "Traceback" not in text
-    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
-    changed = sorted(k for k in before if before[k] != after.get(k))
-    assert not changed, f"changed or removed: {changed}"
-    created = sorted(k for k in after if k not in before and not k.startswith("new"))
-    assert not created, f"created beside the inputs: {created}"
-    assert bool(loads) == (case.name in LOADS_MODEL), (loads, text[-800:])
-    lines = [line for line in text.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, text[-1500:]
-    assert "bug in liedetect" not in lines[0], lines[0]
-    assert case.says.lower() in lines[0].lower(), lines[0]
+    run_case(case, wx, monkeypatch, LOADS_MODEL)
 
 
 def test_good_artifacts_load_and_show_prints_valid_json(wx: Path):
