@@ -102,3 +102,16 @@ def gpt2_small():
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=len(tok), n_positions=128))
     return TransformerBridge.boot_transformers("gpt2", hf_model=hf, tokenizer=tok).eval()
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local two-CPU Ray for the Ray engines' tests (skip when the ray extra is absent)."""
+    import os
+
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'liedetect[ray]'")
+    pytest.importorskip("ray.data", reason="Ray Data is missing: pip install 'ray[data]'")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()

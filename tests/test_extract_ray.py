@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 
 import pytest
 
@@ -16,16 +15,6 @@ from liedetect.models import tiny_native
 pytestmark = pytest.mark.slow
 
 TEXTS = [f"statement number {i} is {'true' if i % 3 else 'false'}, said the {i % 5}th city" for i in range(26)]
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'liedetect[ray]'")
-    pytest.importorskip("ray.data", reason="Ray Data is missing: pip install 'ray[data]'")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield ray
-    ray.shutdown()
 
 
 def files(folder):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 
 import pytest
 
@@ -14,16 +13,6 @@ from conftest import GPT2_DIR
 from test_scoring import chats
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'liedetect[ray]'")
-    pytest.importorskip("ray.data", reason="Ray Data is missing: pip install 'ray[data]'")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield ray
-    ray.shutdown()
 
 
 def test_ray_engine_matches_local_engine(ray_local, tiny_model, tmp_path):
