@@ -182,8 +182,9 @@ class Detector:
         else:
             transcripts = src["transcripts"]
             fingerprint = transcripts_fingerprint(transcripts)[:16]
+        group_of = np.array([_question(t) for t in transcripts])  # what each chat is about: validation groups
         if len(layers) > 1:  # refused before any capture: a validation split needs whole groups on both sides
-            check_groups([_question(t) for t in transcripts], 3, "choosing a layer on held-out questions",
+            check_groups(group_of, 3, "choosing a layer on held-out questions",
                          f"pass one --layer, or training chats that ask more distinct questions "
                          f"({src['name']} groups chats by their first message)")
         acts, labels, owner = training_activations(model, transcripts, layers, hook, roles, fmt, batch_size, system_prompt)
@@ -198,13 +199,11 @@ class Detector:
         if len(layers) > 1:
             # validation items are whole groups: chats that ask the same question (e.g. one country in several
             # phrasings) stay on one side, so the layer is not chosen on near-copies of training items
-            group_of = np.array([_question(t) for t in transcripts])
             _, held = holdout_groups(group_of[owner], val_fraction, seed, min_holdout=2)
             is_val, is_tr = held & keep, ~held & keep
-            quick = params or ({"C": 1.0} if method == "lr" else {})  # one fit per layer, not a CV grid
 
             def val_auroc(layer: int) -> float:
-                p = probes.make_probe(method, seed=seed, **quick).fit(acts[layer][is_tr], labels[is_tr])
+                p = probes.make_probe(method, seed=seed, **(params or {})).fit(acts[layer][is_tr], labels[is_tr])
                 s = -p.decision_function(acts[layer][is_val]).numpy()
                 return _message_auroc(s, labels[is_val], owner[is_val])
 
@@ -213,7 +212,7 @@ class Detector:
         probe = probes.make_probe(method, seed=seed, **(params or {})).fit(acts[chosen][keep], labels[keep])
         info = {"fingerprint": fingerprint, "n_items": len(transcripts), "n_tokens": int(keep.sum()),
                 "layer_choice": "given" if choice is None else
-                f"best validation AUROC ({val_fraction:.0%} of the training questions held out; lr fits at C=1 while choosing)",
+                f"best validation AUROC ({val_fraction:.0%} of the training questions held out)",
                 "selection": None if choice is None else choice.to_dict()}
         return probe, chosen, info
 
