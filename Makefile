@@ -67,7 +67,9 @@ LLAMA_WHEELS = $(HOME)/.cache/liedetect/llama-cpp-$(shell (grep -A1 '^llama-cpp-
                    echo '$(LLAMA_CMAKE_ARGS)') | cksum | cut -d' ' -f1)
 NPROC        = $(shell nproc 2>/dev/null || echo 2)
 
-$(LLAMA_WHEELS)/.built: $(STAMP) $(LOCK) $(BUILD_LOCK)
+# Order-only on the venv: the folder's name already holds what the wheel depends on (the sdist's version and
+# hash, the flags), so a fresh clone or venv reuses a wheel built before instead of compiling it again.
+$(LLAMA_WHEELS)/.built: | $(STAMP)
 	$(INSTALL) -r $(BUILD_LOCK)
 	awk '/^llama-cpp-python==/{p=1} p{print} p && !/\\$$/{p=0}' $(LOCK) > $(LLAMA_REQ)
 	@echo "building llama.cpp (llama-cpp-python) on $(NPROC) cores with $(LLAMA_CMAKE_ARGS): several minutes, once"
